@@ -1,0 +1,5 @@
+import sys
+
+from serstream.cli import main
+
+sys.exit(main())

@@ -1,0 +1,127 @@
+"""Subscribe to a serstream daemon and get parsed events.
+
+>>> from serstream.client import Subscriber
+>>> with Subscriber("tcp://127.0.0.1:5556") as sub:       # doctest: +SKIP
+...     for event in sub.events(timeout=10):
+...         print(event["label"], event["confidence"])
+
+Sequence numbers are per topic and per daemon session: a jump means this subscriber
+lost messages (its queue was full, or it reconnected), and is counted in ``gaps``.
+Malformed or oversized messages are counted in ``rejected`` and skipped, never raised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import zmq
+
+__all__ = ["Subscriber", "DEFAULT_CONNECT", "MAX_MESSAGE_BYTES"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONNECT = "tcp://127.0.0.1:5556"
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+class Subscriber:
+    """A SUB socket connected to one or more daemons.
+
+    Parameters
+    ----------
+    connect : endpoint or list of endpoints
+    topics : topics to receive (``"emotion"``, ``"stats"``)
+    hwm : receive high-water mark, in messages
+    """
+
+    def __init__(
+        self,
+        connect: str | list[str] = DEFAULT_CONNECT,
+        topics: tuple[str, ...] = ("emotion",),
+        hwm: int = 10000,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self._ctx = context or zmq.Context.instance()
+        sock = self._ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.RCVHWM, hwm)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        for t in topics:
+            sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+        endpoints = [connect] if isinstance(connect, str) else list(connect)
+        for ep in endpoints:
+            try:
+                sock.connect(ep)
+            except zmq.ZMQError as exc:
+                sock.close(0)
+                raise ValueError(f"cannot connect to {ep}: {exc.strerror}") from None
+        self._sock = sock
+        self.topics = topics
+        self.received = 0
+        self.gaps = 0
+        self.lost = 0
+        self.rejected = 0
+        self._last_seq: dict[tuple[str, str], int] = {}
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._sock.close(0)
+
+    def recv(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """Next valid event, or None when ``timeout`` seconds pass without one."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            if not self._sock.poll(wait, zmq.POLLIN):
+                return None
+            frames = self._sock.recv_multipart(flags=zmq.NOBLOCK)
+            event = self._parse(frames)
+            if event is not None:
+                return event
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def events(self, timeout: float | None = None, count: int | None = None) -> Iterator[dict[str, Any]]:
+        """Yield events until ``count`` are seen or ``timeout`` seconds pass with none."""
+        n = 0
+        while count is None or n < count:
+            ev = self.recv(timeout)
+            if ev is None:
+                return
+            n += 1
+            yield ev
+
+    def _parse(self, frames: list[bytes]) -> dict[str, Any] | None:
+        if len(frames) != 2:
+            return self._reject(f"expected 2 frames, got {len(frames)}")
+        topic_b, body = frames
+        try:
+            topic = topic_b.decode()
+            event = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return self._reject(f"undecodable message on {topic_b[:32]!r}: {exc}")
+        if not isinstance(event, dict) or not isinstance(event.get("seq"), int):
+            return self._reject(f"message on {topic!r} is not a serstream event")
+        event["topic"] = topic
+        key = (str(event.get("session")), topic)
+        last = self._last_seq.get(key)
+        if last is not None and event["seq"] != last + 1:
+            self.gaps += 1
+            self.lost += max(0, event["seq"] - last - 1)
+        self._last_seq[key] = event["seq"]
+        self.received += 1
+        return event
+
+    def _reject(self, why: str) -> None:
+        self.rejected += 1
+        log.warning("skipped a message: %s", why)
+        return None

@@ -1,0 +1,151 @@
+"""Audio files to 16 kHz mono float32, with one-line errors for everything a file can get wrong.
+
+Used by ``serstream replay`` and by ``train/`` so both read audio the same way:
+any format libsndfile reads (wav, flac, ogg/vorbis/opus, ...), any channel count
+(averaged to mono), any sample rate (resampled with soxr).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from serstream.errors import AudioFileError
+
+__all__ = ["DecodedAudio", "AudioStream", "open_audio", "load_audio", "to_mono", "resample"]
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """Samples at the requested rate, plus what the file originally was (for messages)."""
+
+    samples: np.ndarray  # float32, mono, in [-1, 1] after sanitising
+    sr: int
+    source_sr: int
+    source_channels: int
+    non_finite: int  # NaN/inf samples that were replaced by 0
+
+    @property
+    def duration(self) -> float:
+        return self.samples.shape[0] / self.sr
+
+
+def to_mono(block: np.ndarray) -> np.ndarray:
+    """Average channels; a 1-D array is returned as is."""
+    if block.ndim == 1:
+        return block
+    if block.shape[1] == 1:
+        return block[:, 0]
+    return block.mean(axis=1, dtype=np.float32)
+
+
+def resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    if sr_in == sr_out:
+        return y
+    return soxr.resample(y, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise AudioFileError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioFileError(f"{path}: is a directory, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioFileError(f"{path}: empty file (0 bytes)")
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.split(": ", 1)[-1] if text.startswith("Error opening") else text
+
+
+class AudioStream:
+    """A file decoded block by block to mono float32 at ``sr``: constant memory
+    whatever the file's length (a replayed hour of audio must not sit in RAM).
+
+    NaN/inf samples become 0 (counted in ``non_finite``); samples beyond [-1, 1] are
+    clipped, as a microphone would.
+    """
+
+    def __init__(self, path: str | Path, sr: int = 16000, blocksize: int = 16384) -> None:
+        self.path = Path(path)
+        _check_path(self.path)
+        try:
+            self._file = sf.SoundFile(str(self.path))
+        except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as exc:
+            raise AudioFileError(f"{self.path}: cannot decode audio ({_reason(exc)})") from None
+        if self._file.frames == 0:
+            self._file.close()
+            raise AudioFileError(f"{self.path}: contains no audio samples")
+        self.sr = sr
+        self.source_sr = int(self._file.samplerate)
+        self.source_channels = int(self._file.channels)
+        self.blocksize = blocksize
+        self.non_finite = 0
+        self.frames_in = 0
+        self._resampler = (
+            soxr.ResampleStream(self.source_sr, sr, 1, dtype="float32", quality="HQ")
+            if self.source_sr != sr
+            else None
+        )
+
+    def __iter__(self):
+        try:
+            while True:
+                try:
+                    data = self._file.read(self.blocksize, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
+                    raise AudioFileError(
+                        f"{self.path}: decoding failed after {self.frames_in} frames ({_reason(exc)})"
+                    ) from None
+                last = data.shape[0] < self.blocksize
+                self.frames_in += data.shape[0]
+                mono = np.ascontiguousarray(to_mono(data), dtype=np.float32)
+                bad = ~np.isfinite(mono)
+                if bad.any():
+                    self.non_finite += int(bad.sum())
+                    mono[bad] = 0.0
+                np.clip(mono, -1.0, 1.0, out=mono)
+                if self._resampler is not None:
+                    mono = self._resampler.resample_chunk(mono, last=last)
+                if mono.size:
+                    yield mono
+                if last:
+                    break
+        finally:
+            self.close()
+        if self.frames_in == 0:
+            raise AudioFileError(f"{self.path}: contains no audio samples")
+        if self.non_finite == self.frames_in:
+            raise AudioFileError(f"{self.path}: every sample is NaN or infinite")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def open_audio(path: str | Path, sr: int = 16000, blocksize: int = 16384) -> AudioStream:
+    """Open ``path`` for block-wise decoding; header problems raise :class:`AudioFileError` here."""
+    return AudioStream(path, sr, blocksize)
+
+
+def load_audio(path: str | Path, sr: int = 16000) -> DecodedAudio:
+    """Read a whole file as mono float32 at ``sr``.
+
+    Raises
+    ------
+    AudioFileError
+        Missing, unreadable, corrupt, empty or zero-length files, with the reason in one line.
+    """
+    stream = open_audio(path, sr, blocksize=1 << 20)
+    blocks = list(stream)
+    samples = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+    if samples.size == 0:
+        raise AudioFileError(f"{stream.path}: too short to resample to {sr} Hz")
+    return DecodedAudio(
+        np.ascontiguousarray(samples, dtype=np.float32), sr, stream.source_sr,
+        stream.source_channels, stream.non_finite,
+    )

@@ -1,0 +1,492 @@
+"""Framed MFCC features, jitted with Numba, numerically matching ``librosa.feature.mfcc``.
+
+This module is the *only* feature implementation in the project: the daemon uses it for
+every segment and ``train/`` uses it to build the training set, so a model never sees
+features computed by other code than the one that serves it.
+
+Why not librosa at run time: librosa rebuilds the mel filterbank and re-validates its
+input on every call, and pulls in a large dependency tree. Here the filterbank (stored
+sparse), the DCT matrix, the window and the FFT tables are built once per
+:class:`FeatureConfig`; each call is one jitted pass over the frames.
+
+Conventions follow librosa: parameter names ``sr``, ``n_fft``, ``hop_length``,
+``win_length``, ``n_mels``, ``n_mfcc``, ``fmin``, ``fmax``, ``htk``, ``norm``,
+``top_db``, ``lifter``; ``mfcc`` returns ``(n_mfcc, n_frames)``. The model-facing
+:meth:`FeatureExtractor.__call__` returns ``(n_frames, n_features)`` float32 with the
+deltas stacked after the static coefficients.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+from typing import Any
+
+import numba
+import numpy as np
+
+__all__ = [
+    "FeatureConfig",
+    "FeatureConfigError",
+    "FeatureExtractor",
+    "mel_filterbank",
+    "mfcc",
+]
+
+
+class FeatureConfigError(ValueError):
+    """A feature configuration this code cannot reproduce exactly."""
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Everything that decides the numbers a model sees.
+
+    Stored verbatim in every exported model's metadata; the daemon rebuilds its
+    extractor from it and refuses a model whose configuration it cannot reproduce.
+    Defaults suit 16 kHz speech: 25 ms Hann windows every 10 ms, a 512-point FFT.
+    """
+
+    sr: int = 16000
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 160
+    window: str = "hann"
+    center: bool = True
+    pad_mode: str = "constant"
+    power: float = 2.0
+    n_mels: int = 64
+    fmin: float = 0.0
+    fmax: float | None = None
+    htk: bool = False
+    norm: str | None = "slaney"
+    n_mfcc: int = 40
+    top_db: float | None = 80.0
+    lifter: float = 0.0
+    delta_order: int = 2
+    delta_width: int = 9
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.sr <= 0:
+            problems.append(f"sr must be positive, got {self.sr}")
+        if self.n_fft < 16 or self.n_fft & (self.n_fft - 1):
+            problems.append(f"n_fft must be a power of two >= 16, got {self.n_fft}")
+        if not 0 < self.win_length <= self.n_fft:
+            problems.append(f"win_length must be in (0, n_fft], got {self.win_length}")
+        if self.hop_length <= 0:
+            problems.append(f"hop_length must be positive, got {self.hop_length}")
+        if self.window != "hann":
+            problems.append(f"window {self.window!r} is not supported (only 'hann')")
+        if not self.center:
+            problems.append("center=False is not supported")
+        if self.pad_mode != "constant":
+            problems.append(f"pad_mode {self.pad_mode!r} is not supported (only 'constant')")
+        if self.power not in (1.0, 2.0):
+            problems.append(f"power must be 1.0 or 2.0, got {self.power}")
+        fmax = self.sr / 2 if self.fmax is None else self.fmax
+        if not 0 <= self.fmin < fmax <= self.sr / 2:
+            problems.append(f"need 0 <= fmin < fmax <= sr/2, got fmin={self.fmin}, fmax={fmax}")
+        if self.n_mels < 1:
+            problems.append(f"n_mels must be positive, got {self.n_mels}")
+        if self.norm not in (None, "slaney"):
+            problems.append(f"norm {self.norm!r} is not supported (None or 'slaney')")
+        if not 1 <= self.n_mfcc <= self.n_mels:
+            problems.append(f"n_mfcc must be in [1, n_mels], got {self.n_mfcc}")
+        if self.top_db is not None and self.top_db < 0:
+            problems.append(f"top_db must be non-negative, got {self.top_db}")
+        if self.lifter < 0:
+            problems.append(f"lifter must be non-negative, got {self.lifter}")
+        if self.delta_order not in (0, 1, 2):
+            problems.append(f"delta_order must be 0, 1 or 2, got {self.delta_order}")
+        if self.delta_width < 3 or self.delta_width % 2 == 0:
+            problems.append(f"delta_width must be odd and >= 3, got {self.delta_width}")
+        if problems:
+            raise FeatureConfigError("; ".join(problems))
+
+    @property
+    def n_features(self) -> int:
+        """Width of one frame as the model sees it (static + delta coefficients)."""
+        return self.n_mfcc * (1 + self.delta_order)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureConfig:
+        """Strict inverse of :meth:`to_dict`: an unknown key means a feature this code lacks."""
+        if not isinstance(data, dict):
+            raise FeatureConfigError(f"feature configuration must be an object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise FeatureConfigError(f"unknown feature settings {unknown}")
+        try:
+            return cls(**data)
+        except TypeError as exc:  # wrong value types
+            raise FeatureConfigError(str(exc)) from None
+
+
+# --------------------------------------------------------------------------- filterbank
+
+
+def _hz_to_mel(freqs: np.ndarray, htk: bool) -> np.ndarray:
+    freqs = np.asanyarray(freqs, dtype=np.float64)
+    if htk:
+        return 2595.0 * np.log10(1.0 + freqs / 700.0)
+    f_sp = 200.0 / 3
+    mels = freqs / f_sp
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    log_t = freqs >= min_log_hz
+    mels = np.where(log_t, min_log_mel + np.log(np.maximum(freqs, 1e-12) / min_log_hz) / logstep, mels)
+    return mels
+
+
+def _mel_to_hz(mels: np.ndarray, htk: bool) -> np.ndarray:
+    mels = np.asanyarray(mels, dtype=np.float64)
+    if htk:
+        return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+    f_sp = 200.0 / 3
+    freqs = f_sp * mels
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    log_t = mels >= min_log_mel
+    return np.where(log_t, min_log_hz * np.exp(logstep * (mels - min_log_mel)), freqs)
+
+
+def mel_filterbank(
+    *,
+    sr: int,
+    n_fft: int,
+    n_mels: int = 128,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+    htk: bool = False,
+    norm: str | None = "slaney",
+) -> np.ndarray:
+    """Triangular mel filters, shape ``(n_mels, 1 + n_fft // 2)``, as ``librosa.filters.mel``.
+
+    Rounded through float32 like librosa's default so that parity is limited only by
+    the FFT, not by the filter weights.
+    """
+    fmax = sr / 2 if fmax is None else fmax
+    fftfreqs = np.linspace(0.0, sr / 2.0, 1 + n_fft // 2)
+    mel_pts = np.linspace(_hz_to_mel(np.array(fmin), htk), _hz_to_mel(np.array(fmax), htk), n_mels + 2)
+    mel_f = _mel_to_hz(mel_pts, htk)
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fftfreqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    if norm == "slaney":
+        weights *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, None]
+    return weights.astype(np.float32).astype(np.float64)
+
+
+def _dct_matrix(n_mfcc: int, n_mels: int, lifter: float) -> np.ndarray:
+    """Orthonormal DCT-II rows (scipy ``norm='ortho'``), liftered as librosa does."""
+    n = np.arange(n_mels)
+    k = np.arange(n_mfcc)[:, None]
+    basis = np.cos(np.pi * k * (2 * n + 1) / (2 * n_mels)) * np.sqrt(2.0 / n_mels)
+    basis[0] *= np.sqrt(0.5)
+    if lifter > 0:
+        basis *= (1 + (lifter / 2) * np.sin(np.pi * np.arange(1, n_mfcc + 1) / lifter))[:, None]
+    return np.ascontiguousarray(basis)
+
+
+def _savgol_weights(width: int, order: int) -> np.ndarray:
+    """Savitzky-Golay derivative weights, as ``scipy.signal.savgol_filter`` builds them
+    for ``librosa.feature.delta`` (polyorder = deriv = order), applied as correlation."""
+    half = width // 2
+    positions = np.arange(-half, half + 1, dtype=np.float64)
+    design = positions[:, None] ** np.arange(order + 1)[None, :]
+    return np.linalg.pinv(design)[order] * math.factorial(order)
+
+
+# --------------------------------------------------------------------------- jitted core
+
+
+@lru_cache(maxsize=None)
+def _fft_tables(n_fft: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bit reversal and twiddles for a complex FFT of n_fft/2 points, plus the
+    twiddles that unpack it into the real FFT of n_fft points."""
+    m = n_fft // 2
+    bits = m.bit_length() - 1
+    rev = np.zeros(m, dtype=np.int64)
+    for i in range(m):
+        r, x = 0, i
+        for _ in range(bits):
+            r = (r << 1) | (x & 1)
+            x >>= 1
+        rev[i] = r
+    half_tw = np.exp(-2j * np.pi * np.arange(max(m // 2, 1)) / m)
+    real_tw = np.exp(-2j * np.pi * np.arange(m + 1) / n_fft)
+    return rev, half_tw, real_tw
+
+
+@numba.njit(cache=True)
+def _power_spectrum(y, window, n_fft, hop, rev, half_tw, real_tw, power):  # pragma: no cover - jitted
+    """Centered, zero-padded framing, windowing and |rFFT|**power for every frame.
+
+    The real FFT is computed as a complex FFT of half the size (even samples as real
+    part, odd as imaginary), then unpacked: half the work of a complex FFT of n_fft.
+    """
+    n = y.shape[0]
+    pad = n_fft // 2
+    n_frames = 1 + n // hop
+    m = n_fft // 2
+    n_bins = m + 1
+    out = np.empty((n_frames, n_bins), dtype=np.float64)
+    re = np.empty(m, dtype=np.float64)
+    im = np.empty(m, dtype=np.float64)
+    for t in range(n_frames):
+        start = t * hop - pad
+        # load even/odd samples into the bit-reversed positions directly
+        for j in range(m):
+            i0 = start + 2 * j
+            i1 = i0 + 1
+            a = y[i0] * window[2 * j] if 0 <= i0 < n else 0.0
+            b = y[i1] * window[2 * j + 1] if 0 <= i1 < n else 0.0
+            r = rev[j]
+            re[r] = a
+            im[r] = b
+        # iterative radix-2 decimation in time
+        size = 2
+        while size <= m:
+            halfsize = size // 2
+            step = m // size
+            for base in range(0, m, size):
+                for k in range(halfsize):
+                    w = half_tw[k * step]
+                    wr = w.real
+                    wi = w.imag
+                    i = base + k
+                    jx = i + halfsize
+                    xr = re[jx] * wr - im[jx] * wi
+                    xi = re[jx] * wi + im[jx] * wr
+                    re[jx] = re[i] - xr
+                    im[jx] = im[i] - xi
+                    re[i] += xr
+                    im[i] += xi
+            size *= 2
+        # unpack to the real spectrum
+        for k in range(n_bins):
+            k1 = k % m
+            k2 = (m - k) % m
+            zr = re[k1]
+            zi = im[k1]
+            cr = re[k2]
+            ci = -im[k2]
+            er = 0.5 * (zr + cr)
+            ei = 0.5 * (zi + ci)
+            dr = 0.5 * (zr - cr)
+            di = 0.5 * (zi - ci)
+            # odd part = (Z - conj(Z')) / (2i) = (di - i*dr)
+            orr = di
+            oi = -dr
+            tw = real_tw[k]
+            xr = er + orr * tw.real - oi * tw.imag
+            xi = ei + orr * tw.imag + oi * tw.real
+            mag2 = xr * xr + xi * xi
+            out[t, k] = mag2 if power == 2.0 else math.sqrt(mag2)
+    return out
+
+
+@numba.njit(cache=True)
+def _mel_log_dct(spec, mel_start, mel_weights, dct, top_db):  # pragma: no cover - jitted
+    """Sparse mel projection, power_to_db (ref=1, amin=1e-10, top_db) and DCT.
+
+    Returns ``(n_mfcc, n_frames)``; top_db clips relative to the segment's maximum,
+    as librosa does.
+    """
+    n_frames = spec.shape[0]
+    n_mels = mel_start.shape[0]
+    width = mel_weights.shape[1]
+    n_mfcc = dct.shape[0]
+    logmel = np.empty((n_frames, n_mels), dtype=np.float64)
+    peak = -np.inf
+    for t in range(n_frames):
+        for b in range(n_mels):
+            s = 0.0
+            b0 = mel_start[b]
+            for j in range(width):
+                s += mel_weights[b, j] * spec[t, b0 + j]
+            v = 10.0 * math.log10(max(s, 1e-10))
+            logmel[t, b] = v
+            if v > peak:
+                peak = v
+    if top_db >= 0.0:
+        floor = peak - top_db
+        for t in range(n_frames):
+            for b in range(n_mels):
+                if logmel[t, b] < floor:
+                    logmel[t, b] = floor
+    out = np.empty((n_mfcc, n_frames), dtype=np.float64)
+    for t in range(n_frames):
+        for k in range(n_mfcc):
+            s = 0.0
+            for b in range(n_mels):
+                s += dct[k, b] * logmel[t, b]
+            out[k, t] = s
+    return out
+
+
+@numba.njit(cache=True)
+def _savgol_nearest(data, weights):  # pragma: no cover - jitted
+    """Correlate each row with ``weights``, edges extended with the nearest value."""
+    rows, n = data.shape
+    half = weights.shape[0] // 2
+    out = np.empty_like(data)
+    for r in range(rows):
+        for t in range(n):
+            s = 0.0
+            for j in range(-half, half + 1):
+                i = min(max(t + j, 0), n - 1)
+                s += weights[j + half] * data[r, i]
+            out[r, t] = s
+    return out
+
+
+# --------------------------------------------------------------------------- public API
+
+
+class FeatureExtractor:
+    """MFCC (+ deltas) for one :class:`FeatureConfig`, with all tables built once.
+
+    Parameters
+    ----------
+    config : FeatureConfig
+        Usually read from a model's metadata (see :mod:`serstream.model`).
+
+    Examples
+    --------
+    >>> fx = FeatureExtractor(FeatureConfig())
+    >>> fx(np.zeros(16000, dtype=np.float32)).shape
+    (101, 120)
+    """
+
+    def __init__(self, config: FeatureConfig) -> None:
+        self.config = config
+        c = config
+        win = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(c.win_length) / c.win_length)
+        window = np.zeros(c.n_fft)
+        lpad = (c.n_fft - c.win_length) // 2
+        window[lpad : lpad + c.win_length] = win
+        self._window = window
+        self._rev, self._half_tw, self._real_tw = _fft_tables(c.n_fft)
+        dense = mel_filterbank(
+            sr=c.sr, n_fft=c.n_fft, n_mels=c.n_mels, fmin=c.fmin, fmax=c.fmax, htk=c.htk, norm=c.norm
+        )
+        self._mel_start, self._mel_weights = _to_sparse_rows(dense)
+        self._dct = _dct_matrix(c.n_mfcc, c.n_mels, c.lifter)
+        self._delta_weights = [
+            _savgol_weights(c.delta_width, order) for order in range(1, c.delta_order + 1)
+        ]
+
+    def mfcc(self, y: np.ndarray) -> np.ndarray:
+        """Static MFCC, ``(n_mfcc, n_frames)`` float64; ``n_frames = 1 + len(y) // hop_length``."""
+        y = _as_mono_float64(y)
+        c = self.config
+        spec = _power_spectrum(
+            y, self._window, c.n_fft, c.hop_length, self._rev, self._half_tw, self._real_tw, c.power
+        )
+        top_db = -1.0 if c.top_db is None else float(c.top_db)
+        return _mel_log_dct(spec, self._mel_start, self._mel_weights, self._dct, top_db)
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        """Model input for one segment: ``(n_frames, n_features)`` float32, time first."""
+        static = self.mfcc(y)
+        blocks = [static]
+        for w in self._delta_weights:
+            blocks.append(_savgol_nearest(static, w))
+        return np.ascontiguousarray(np.vstack(blocks).T, dtype=np.float32)
+
+    def n_frames(self, n_samples: int) -> int:
+        return 1 + n_samples // self.config.hop_length
+
+    def warmup(self) -> None:
+        """Run every jitted kernel once so the first real segment pays no compile cost."""
+        self(np.zeros(self.config.n_fft, dtype=np.float32))
+
+
+def _to_sparse_rows(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each mel filter is a narrow triangle: keep its non-zero span only."""
+    n_mels, n_bins = dense.shape
+    starts = np.zeros(n_mels, dtype=np.int64)
+    spans = []
+    for b in range(n_mels):
+        nz = np.flatnonzero(dense[b])
+        if nz.size == 0:
+            spans.append((0, 0))
+        else:
+            spans.append((nz[0], nz[-1] + 1))
+    width = max(1, max(hi - lo for lo, hi in spans))
+    weights = np.zeros((n_mels, width))
+    for b, (lo, hi) in enumerate(spans):
+        lo = min(lo, n_bins - width)
+        starts[b] = lo
+        weights[b, : min(width, n_bins - lo)] = dense[b, lo : lo + width]
+    return starts, weights
+
+
+def _as_mono_float64(y: np.ndarray) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"expected mono audio as a 1-D array, got shape {y.shape}")
+    if y.size == 0:
+        raise ValueError("cannot compute features of empty audio")
+    if not np.issubdtype(y.dtype, np.floating):
+        raise ValueError(f"expected floating-point audio, got {y.dtype}")
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    if not np.isfinite(y).all():
+        raise ValueError("audio contains NaN or infinite samples")
+    return y
+
+
+@lru_cache(maxsize=8)
+def _extractor_for(config: FeatureConfig) -> FeatureExtractor:
+    return FeatureExtractor(config)
+
+
+def mfcc(
+    y: np.ndarray,
+    *,
+    sr: int = 16000,
+    n_mfcc: int = 20,
+    n_fft: int = 2048,
+    hop_length: int = 512,
+    win_length: int | None = None,
+    n_mels: int = 128,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+    htk: bool = False,
+    norm: str | None = "slaney",
+    top_db: float | None = 80.0,
+    lifter: float = 0.0,
+    power: float = 2.0,
+) -> np.ndarray:
+    """MFCC with librosa's parameter names and defaults (``window='hann'``, ``center=True``,
+    ``pad_mode='constant'``, ``dct_type=2``, ``norm='ortho'`` DCT).
+
+    Returns ``(n_mfcc, 1 + len(y) // hop_length)``; agrees with ``librosa.feature.mfcc``
+    to float64 rounding of the FFT (see ``tests/test_features.py`` for the tolerance).
+
+    Raises
+    ------
+    ValueError
+        Empty, non-finite or multi-channel input, or parameters this code cannot reproduce.
+
+    See Also
+    --------
+    FeatureExtractor : the same computation with tables kept between calls.
+    """
+    config = FeatureConfig(
+        sr=sr, n_fft=n_fft, win_length=win_length or n_fft, hop_length=hop_length,
+        n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk, norm=norm, n_mfcc=n_mfcc,
+        top_db=top_db, lifter=lifter, power=power, delta_order=0,
+    )
+    return _extractor_for(config).mfcc(y)

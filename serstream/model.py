@@ -1,0 +1,267 @@
+"""The emotion model: an ONNX file that describes itself, served by ONNX Runtime.
+
+A model carries, under the metadata key ``serstream``, a JSON document
+(:class:`ModelMetadata`) with its label list, sample rate, feature configuration and
+input normalisation. The daemon builds its feature extractor *from that document*, so
+a model can never be fed features computed differently from the ones it was trained
+on; a model whose document is missing, malformed or asks for features this code
+cannot reproduce is refused with a one-line reason.
+
+Graph contract: one float32 input ``[batch, time, n_features]`` (time dynamic) and
+one output ``[batch, n_labels]``, either probabilities or logits (``output_kind``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serstream.errors import ModelError
+from serstream.features import FeatureConfig, FeatureConfigError, FeatureExtractor
+from serstream.vad import VadConfig
+
+__all__ = [
+    "METADATA_KEY",
+    "FORMAT_VERSION",
+    "ModelMetadata",
+    "EmotionModel",
+    "default_model_path",
+    "softmax",
+]
+
+METADATA_KEY = "serstream"
+FORMAT_VERSION = 1
+_REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL_NAME = "serstream-emotion.onnx"
+
+
+def default_model_path() -> Path:
+    """``$SERSTREAM_MODEL`` if set, else the model shipped in the repository's ``models/``."""
+    env = os.environ.get("SERSTREAM_MODEL")
+    if env:
+        return Path(env)
+    return _REPO_MODELS / DEFAULT_MODEL_NAME
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What a model must say about itself for the daemon to serve it."""
+
+    labels: tuple[str, ...]
+    features: FeatureConfig
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    sample_rate: int = 16000
+    output_kind: str = "probabilities"
+    min_frames: int = 1
+    vad: VadConfig | None = None
+    model_id: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    format: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        doc = {
+            "format": self.format,
+            "model_id": self.model_id,
+            "labels": list(self.labels),
+            "sample_rate": self.sample_rate,
+            "features": self.features.to_dict(),
+            "normalisation": {"mean": list(self.mean), "std": list(self.std)},
+            "output_kind": self.output_kind,
+            "min_frames": self.min_frames,
+            "vad": None if self.vad is None else self.vad.to_dict(),
+            "provenance": self.provenance,
+        }
+        return json.dumps(doc, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelMetadata:
+        """Parse and check; every problem becomes a :class:`ModelError` naming it."""
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"model metadata is not valid JSON ({exc.msg})") from None
+        if not isinstance(doc, dict):
+            raise ModelError("model metadata must be a JSON object")
+        fmt = doc.get("format")
+        if fmt != FORMAT_VERSION:
+            raise ModelError(
+                f"model metadata format {fmt!r} is not supported (this serstream reads {FORMAT_VERSION})"
+            )
+        labels = doc.get("labels")
+        if (
+            not isinstance(labels, list)
+            or len(labels) < 2
+            or not all(isinstance(x, str) and x for x in labels)
+            or len(set(labels)) != len(labels)
+        ):
+            raise ModelError("model metadata 'labels' must be a list of at least 2 distinct names")
+        try:
+            features = FeatureConfig.from_dict(doc.get("features"))
+        except FeatureConfigError as exc:
+            raise ModelError(f"model asks for features this serstream cannot reproduce: {exc}") from None
+        sr = doc.get("sample_rate")
+        if sr != features.sr:
+            raise ModelError(f"model sample_rate {sr!r} disagrees with its feature sr {features.sr}")
+        if sr not in (8000, 16000, 32000, 48000):
+            raise ModelError(f"model sample rate {sr} Hz is not one WebRTC VAD supports")
+        norm = doc.get("normalisation") or {}
+        mean, std = norm.get("mean"), norm.get("std")
+        n = features.n_features
+        for name, vec in (("mean", mean), ("std", std)):
+            if not isinstance(vec, list) or len(vec) != n or not all(isinstance(v, (int, float)) for v in vec):
+                raise ModelError(f"model normalisation '{name}' must be {n} numbers")
+        if any(not np.isfinite(v) or v <= 0 for v in std) or not all(np.isfinite(mean)):
+            raise ModelError("model normalisation must be finite with positive std")
+        kind = doc.get("output_kind", "probabilities")
+        if kind not in ("probabilities", "logits"):
+            raise ModelError(f"model output_kind {kind!r} is not 'probabilities' or 'logits'")
+        vad = doc.get("vad")
+        try:
+            vad_cfg = VadConfig.from_dict(vad) if isinstance(vad, dict) else None
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"model VAD settings are invalid: {exc}") from None
+        return cls(
+            labels=tuple(labels),
+            features=features,
+            mean=tuple(float(v) for v in mean),
+            std=tuple(float(v) for v in std),
+            sample_rate=int(sr),
+            output_kind=kind,
+            min_frames=max(1, int(doc.get("min_frames", 1))),
+            vad=vad_cfg,
+            model_id=str(doc.get("model_id") or ""),
+            provenance=doc.get("provenance") if isinstance(doc.get("provenance"), dict) else {},
+        )
+
+    def summary(self) -> dict[str, Any]:
+        out = json.loads(self.to_json())
+        out["normalisation"] = f"{len(self.mean)} means / stds"
+        return out
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    z = np.asarray(x, dtype=np.float64) - np.max(x)
+    e = np.exp(z)
+    return e / e.sum()
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+
+
+class EmotionModel:
+    """An ONNX Runtime session plus the feature extractor its metadata calls for.
+
+    Parameters
+    ----------
+    path : path to the ``.onnx`` file
+    threads : intra-op threads for ONNX Runtime; 1 keeps latency predictable and
+        leaves the other cores to capture and to other streams.
+
+    Raises
+    ------
+    ModelError
+        Missing file, not an ONNX model, no serstream metadata, or a graph whose
+        shapes disagree with its metadata.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"model file not found: {self.path}")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, threads)
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(self.path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception family
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.path}: not a loadable ONNX model ({first[:200]})") from None
+        meta = self._session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY not in meta:
+            raise ModelError(
+                f"{self.path}: ONNX model has no '{METADATA_KEY}' metadata (labels, features); "
+                "export it with `python -m train`"
+            )
+        try:
+            self.meta = ModelMetadata.from_json(meta[METADATA_KEY])
+        except ModelError as exc:
+            raise ModelError(f"{self.path}: {exc}") from None
+        inputs = self._session.get_inputs()
+        outputs = self._session.get_outputs()
+        if len(inputs) != 1 or len(outputs) < 1:
+            raise ModelError(f"{self.path}: expected one input and one output")
+        self._input = inputs[0].name
+        self._output = outputs[0].name
+        in_shape = inputs[0].shape
+        if len(in_shape) != 3 or (isinstance(in_shape[2], int) and in_shape[2] != self.meta.features.n_features):
+            raise ModelError(
+                f"{self.path}: input shape {in_shape} does not take "
+                f"{self.meta.features.n_features} features per frame"
+            )
+        out_shape = outputs[0].shape
+        if isinstance(out_shape[-1], int) and out_shape[-1] != len(self.meta.labels):
+            raise ModelError(f"{self.path}: output has {out_shape[-1]} classes, metadata lists {len(self.meta.labels)}")
+        self.features = FeatureExtractor(self.meta.features)
+        self._mean = np.asarray(self.meta.mean, dtype=np.float32)
+        self._inv_std = (1.0 / np.asarray(self.meta.std, dtype=np.float64)).astype(np.float32)
+        self.model_id = self.meta.model_id or self._file_id()
+
+    def _file_id(self) -> str:
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
+        return f"{self.path.stem}-{digest}"
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.meta.labels
+
+    @property
+    def sample_rate(self) -> int:
+        return self.meta.sample_rate
+
+    def warmup(self) -> None:
+        """Compile the feature kernels and run the graph once, so the first segment is fast."""
+        self.predict(np.zeros(self.sample_rate // 2, dtype=np.float32))
+
+    def predict_features(self, feats: np.ndarray) -> np.ndarray:
+        """Probabilities for one ``(n_frames, n_features)`` matrix."""
+        x = (feats - self._mean) * self._inv_std
+        if x.shape[0] < self.meta.min_frames:
+            pad = np.zeros((self.meta.min_frames - x.shape[0], x.shape[1]), dtype=np.float32)
+            x = np.vstack([x, pad])
+        out = self._session.run([self._output], {self._input: x[None].astype(np.float32, copy=False)})[0]
+        row = np.asarray(out, dtype=np.float64).reshape(-1)
+        return softmax(row) if self.meta.output_kind == "logits" else row
+
+    def predict(self, audio: np.ndarray) -> Prediction:
+        probs = self.predict_features(self.features(audio))
+        best = int(np.argmax(probs))
+        return Prediction(
+            label=self.labels[best],
+            confidence=float(probs[best]),
+            probabilities={lab: float(p) for lab, p in zip(self.labels, probs)},
+        )
+
+
+def metadata_dict(meta: ModelMetadata) -> dict[str, str]:
+    """The ONNX ``metadata_props`` to write for ``meta`` (used by the exporter)."""
+    return {METADATA_KEY: meta.to_json()}
+
+
+__all__ += ["Prediction", "metadata_dict"]
+

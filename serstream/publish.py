@@ -1,0 +1,128 @@
+"""ZeroMQ publisher: ``[topic, json]`` multipart messages on an XPUB socket.
+
+XPUB rather than PUB only so the daemon can see subscriptions arrive (for
+``--wait-subscriber`` and the subscriber count in stats); sending behaves as PUB: each
+subscriber has its own queue of ``hwm`` messages and a slow or stuck one loses its own
+messages, never stalls the daemon and never costs the others anything. Loss is
+visible to each subscriber as a gap in the per-topic sequence number; messages the
+daemon itself could not hand to ZeroMQ are counted in ``dropped``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from serstream.errors import UserError
+from serstream.events import encode
+
+__all__ = ["PublishConfig", "Publisher", "is_loopback_endpoint"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    bind: str = "tcp://127.0.0.1:5556"
+    hwm: int = 1000
+    linger_ms: int = 500
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    """True for ipc://, inproc:// and tcp:// on 127.0.0.0/8, ::1 or localhost."""
+    if not endpoint.startswith("tcp://"):
+        return True
+    host = endpoint[len("tcp://") :].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # '*', interface names, host names: reachable from outside
+
+
+class Publisher:
+    """Owns the socket; used from one thread only (the pipeline's)."""
+
+    def __init__(self, config: PublishConfig, context: zmq.Context | None = None) -> None:
+        self.config = config
+        self._ctx = context or zmq.Context.instance()
+        self.session = uuid.uuid4().hex[:12]
+        self._seq: dict[str, int] = {}
+        self.sent = 0
+        self.dropped = 0
+        self.subscriptions = 0
+        sock = self._ctx.socket(zmq.XPUB)
+        sock.setsockopt(zmq.SNDHWM, config.hwm)
+        sock.setsockopt(zmq.LINGER, config.linger_ms)
+        sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # see every (un)subscription, for the count
+        try:
+            sock.bind(config.bind)
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            if exc.errno == zmq.EADDRINUSE:
+                raise UserError(f"cannot bind {config.bind}: address already in use "
+                                "(is another serstream running? choose --bind)") from None
+            raise UserError(f"cannot bind {config.bind}: {exc.strerror}") from None
+        self._sock = sock
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        if not is_loopback_endpoint(config.bind):
+            log.warning("publishing on %s: reachable from the network, unencrypted", config.bind)
+
+    def next_seq(self, topic: str) -> int:
+        return self._seq.get(topic, 0)
+
+    def publish(self, topic: str, payload: dict[str, Any]) -> bool:
+        """Stamp ``seq``/``session``/``published_at`` and send without blocking."""
+        self.poll_subscriptions()
+        seq = self._seq.get(topic, 0)
+        self._seq[topic] = seq + 1
+        payload["seq"] = seq
+        payload["session"] = self.session
+        payload["published_at"] = time.time()
+        try:
+            self._sock.send_multipart([topic.encode(), encode(payload)], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            return False
+        self.sent += 1
+        return True
+
+    def poll_subscriptions(self) -> None:
+        """Drain (un)subscription notices so they never pile up."""
+        while True:
+            try:
+                msg = self._sock.recv(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if msg and msg[0] == 1:
+                self.subscriptions += 1
+            elif msg and msg[0] == 0:
+                self.subscriptions = max(0, self.subscriptions - 1)
+
+    def wait_for_subscriber(self, timeout: float) -> bool:
+        """Block until someone subscribes (for batch replays that must not lose a message)."""
+        deadline = time.monotonic() + timeout
+        while self.subscriptions == 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self._sock.poll(int(min(left, 0.1) * 1000), zmq.POLLIN):
+                self.poll_subscriptions()
+        # a subscription reached us; give its pipe a moment to be attached on our side
+        time.sleep(0.05)
+        return True
+
+    def close(self) -> None:
+        self._sock.close(self.config.linger_ms)
+
+
+def default_bind() -> str:
+    return os.environ.get("SERSTREAM_BIND", PublishConfig.bind)

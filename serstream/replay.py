@@ -1,0 +1,95 @@
+"""Audio files as a simulated microphone.
+
+A thread decodes the file block by block and writes it into the same ring buffer the
+PortAudio callback would fill, at real-time pace (``speed=1``), N times faster, or as
+fast as the consumer drains it (``speed=0``). Unlike a microphone, a replay never
+drops audio: when the ring is full the replay thread waits, since nothing is lost by
+waiting for a file.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serstream.decode import AudioStream, open_audio
+from serstream.errors import AudioFileError
+from serstream.ring import RingBuffer
+
+__all__ = ["FileSource"]
+
+
+class FileSource:
+    """Stream one file into a ring. Header errors surface in the constructor;
+    errors met while decoding are kept in ``error`` and end the stream early."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        sr: int = 16000,
+        speed: float = 1.0,
+        block_ms: int = 20,
+        ring_seconds: float = 4.0,
+        source_id: str | None = None,
+    ) -> None:
+        if speed < 0:
+            raise ValueError("speed must be >= 0 (0 = as fast as possible)")
+        self.path = Path(path)
+        self.source_id = source_id or str(path)
+        self.sample_rate = sr
+        self.channels = 1
+        self.speed = speed
+        self._block = max(1, sr * block_ms // 1000)
+        self._stream: AudioStream = open_audio(self.path, sr, blocksize=self._block * 8)
+        self.ring = RingBuffer(int(sr * ring_seconds), 1)
+        self.error: AudioFileError | None = None
+        self._done = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name=f"replay:{self.path.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def finished(self) -> bool:
+        return self._done.is_set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def health(self) -> dict[str, Any]:
+        return {"device": "file", "non_finite_samples": self._stream.non_finite}
+
+    def _produce(self) -> None:
+        t0 = time.monotonic()
+        written = 0
+        try:
+            for chunk in self._stream:
+                for i in range(0, chunk.shape[0], self._block):
+                    piece = chunk[i : i + self._block]
+                    if self.speed > 0:
+                        due = t0 + (written + piece.shape[0]) / (self.sample_rate * self.speed)
+                        delay = due - time.monotonic()
+                        if delay > 0:
+                            time.sleep(delay)
+                    self._write_all(piece)
+                    written += piece.shape[0]
+                    if self._stop.is_set():
+                        return
+        except AudioFileError as exc:
+            self.error = exc
+        finally:
+            self._done.set()
+
+    def _write_all(self, piece: np.ndarray) -> None:
+        off = 0
+        while off < piece.shape[0]:
+            off += self.ring.write(piece[off:]) if self.ring.free else 0
+            if off < piece.shape[0]:
+                if self._stop.is_set():
+                    return
+                time.sleep(0.002)

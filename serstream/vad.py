@@ -1,0 +1,297 @@
+"""Streaming speech segmenter over WebRTC VAD decisions.
+
+A small state machine in the style of silero-vad's ``VADIterator``: feed it fixed
+frames, get back segment events or nothing; no threads, no I/O, so it is tested on
+its own and used identically by the daemon and by training (:func:`trim`).
+
+States: *idle* (keeping a pre-roll of recent audio) and *in speech*. Idle turns into
+speech when at least ``start_ms`` of the last ``start_window_ms`` are voiced; speech
+ends once ``hangover_ms`` pass with (almost) no voiced frame. A segment spans from
+``speech_pad_ms`` before its first voiced frame to ``speech_pad_ms`` after its last
+one. Segments shorter than ``min_speech_ms`` of voiced span are dropped (clicks,
+coughs); at ``max_speech_ms`` a segment is closed and a new one starts at once, so
+memory stays bounded however long someone talks. While a segment is open, a
+*partial* event is due every ``partial_interval_ms``; every segment that was reported
+at all ends with exactly one *final* event.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import webrtcvad
+
+__all__ = ["VadConfig", "Segment", "Segmenter", "segments", "trim"]
+
+VAD_RATES = (8000, 16000, 32000, 48000)
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    """Segmenter settings, in the units a user thinks in (milliseconds)."""
+
+    aggressiveness: int = 2
+    frame_ms: int = 30
+    speech_pad_ms: int = 200
+    start_ms: int = 120
+    start_window_ms: int = 300
+    hangover_ms: int = 450
+    min_speech_ms: int = 250
+    max_speech_ms: int = 10000
+    partial_interval_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.aggressiveness not in (0, 1, 2, 3):
+            problems.append(f"VAD aggressiveness must be 0..3, got {self.aggressiveness}")
+        if self.frame_ms not in (10, 20, 30):
+            problems.append(f"VAD frame must be 10, 20 or 30 ms, got {self.frame_ms}")
+        if self.start_window_ms < self.frame_ms:
+            problems.append("start_window_ms must be at least one frame")
+        if not 0 < self.start_ms <= self.start_window_ms:
+            problems.append("start_ms must be in (0, start_window_ms]")
+        if self.hangover_ms < self.frame_ms:
+            problems.append("hangover_ms must be at least one frame")
+        if not 0 <= self.speech_pad_ms <= self.hangover_ms:
+            problems.append("speech_pad_ms must be in [0, hangover_ms]")
+        if self.min_speech_ms < 0:
+            problems.append("min_speech_ms must be non-negative")
+        if self.max_speech_ms < max(self.min_speech_ms, 4 * self.frame_ms):
+            problems.append("max_speech_ms must exceed min_speech_ms")
+        if self.partial_interval_ms < 0:
+            problems.append("partial_interval_ms must be non-negative (0 disables partials)")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VadConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of speech, in samples from the start of the stream.
+
+    ``audio`` is a copy owned by the event, safe to hand to another thread.
+    ``speech_end`` is where the last voiced frame ended: ``detected_at - speech_end`` is
+    the hangover delay a final event waits by design.
+    """
+
+    index: int
+    start: int
+    end: int
+    speech_end: int
+    detected_at: int
+    final: bool
+    audio: np.ndarray
+
+
+class Segmenter:
+    """Cut a stream of ``frame_ms`` frames into :class:`Segment` events.
+
+    Parameters
+    ----------
+    config : VadConfig
+    sr : int
+        8, 16, 32 or 48 kHz: what WebRTC VAD accepts.
+
+    Examples
+    --------
+    >>> seg = Segmenter(VadConfig(), sr=16000)
+    >>> events = []
+    >>> for frame in np.split(np.zeros(16000, np.float32), 16000 // seg.frame_length):
+    ...     events += seg.process(frame)
+    >>> events + seg.flush()
+    []
+    """
+
+    def __init__(self, config: VadConfig, sr: int = 16000) -> None:
+        if sr not in VAD_RATES:
+            raise ValueError(f"WebRTC VAD needs one of {VAD_RATES} Hz, got {sr}")
+        self.config = config
+        self.sr = sr
+        self.frame_length = sr * config.frame_ms // 1000
+        self._vad = webrtcvad.Vad(config.aggressiveness)
+        ms = lambda v: max(1, round(v / config.frame_ms))  # noqa: E731 - frames from ms
+        self._start_frames = ms(config.start_ms)
+        self._start_window = ms(config.start_window_ms)
+        self._hangover_frames = ms(config.hangover_ms)
+        self._pad = config.speech_pad_ms * sr // 1000
+        self._min_speech = config.min_speech_ms * sr // 1000
+        self._max_len = config.max_speech_ms * sr // 1000
+        self._partial = config.partial_interval_ms * sr // 1000
+        # pre-roll: the trigger window plus the pad before it
+        history = self._start_window * self.frame_length + self._pad
+        self._capacity = history + self._max_len + self._hangover_frames * self.frame_length
+        self._buf = np.zeros(self._capacity, dtype=np.float32)
+        self._pcm = np.zeros(self.frame_length, dtype=np.int16)
+        self._history = history
+        self.reset_states()
+
+    def reset_states(self) -> None:
+        """Forget everything: a new stream starts at sample 0."""
+        self._base = 0  # stream index of self._buf[0]
+        self._fill = 0
+        self._pos = 0  # stream index just after the last frame fed
+        self._recent: deque[tuple[int, bool]] = deque(maxlen=max(self._start_window, self._hangover_frames))
+        self._in_speech = False
+        self._seg_start = 0
+        self._first_voiced = 0
+        self._last_voiced_end = 0
+        self._partials_sent = 0
+        self._index = 0
+        self.frames = 0
+        self.voiced_frames = 0
+
+    @property
+    def position(self) -> int:
+        """Samples consumed since the stream began."""
+        return self._pos
+
+    @property
+    def in_speech(self) -> bool:
+        return self._in_speech
+
+    def process(self, frame: np.ndarray) -> list[Segment]:
+        """Feed exactly one frame of ``frame_length`` float samples; return due events."""
+        if frame.shape != (self.frame_length,):
+            raise ValueError(f"expected a frame of {self.frame_length} samples, got {frame.shape}")
+        frame_start = self._pos
+        self._append(frame)
+        self._pos += self.frame_length
+        voiced = self._classify(frame)
+        self.frames += 1
+        self.voiced_frames += voiced
+        self._recent.append((frame_start, voiced))
+        events: list[Segment] = []
+        if not self._in_speech:
+            window = list(self._recent)[-self._start_window :]
+            if sum(v for _, v in window) >= self._start_frames:
+                first = next(s for s, v in window if v)
+                self._open(max(first - self._pad, self._base, 0), first)
+                self._last_voiced_end = self._pos
+            else:
+                self._trim_history()
+            return events
+        if voiced:
+            self._last_voiced_end = self._pos
+        silence = self._pos - self._last_voiced_end
+        if silence >= self._hangover_frames * self.frame_length:
+            ev = self._close(min(self._last_voiced_end + self._pad, self._pos))
+            if ev is not None:
+                events.append(ev)
+            self._trim_history()
+        elif self._pos - self._seg_start >= self._max_len:
+            ev = self._close(self._pos, forced=True)
+            if ev is not None:
+                events.append(ev)
+            self._open(self._pos, self._pos)
+            self._last_voiced_end = self._pos
+        elif self._partial and self._pos - self._seg_start >= self._partial * (self._partials_sent + 1):
+            self._partials_sent += 1
+            events.append(self._event(self._pos, final=False))
+        return events
+
+    def flush(self) -> list[Segment]:
+        """End of stream: close an open segment with its final event."""
+        if not self._in_speech:
+            return []
+        ev = self._close(min(self._last_voiced_end + self._pad, self._pos))
+        return [ev] if ev is not None else []
+
+    # ----------------------------------------------------------------- internals
+
+    def _classify(self, frame: np.ndarray) -> bool:
+        clipped = np.clip(frame, -1.0, 1.0)
+        np.multiply(clipped, 32767.0, out=self._pcm, casting="unsafe")
+        return bool(self._vad.is_speech(self._pcm.tobytes(), self.sr))
+
+    def _append(self, frame: np.ndarray) -> None:
+        n = frame.shape[0]
+        if self._fill + n > self._capacity:  # only reachable while idle: drop oldest history
+            self._drop_before(self._base + self._fill + n - self._capacity)
+        self._buf[self._fill : self._fill + n] = frame
+        self._fill += n
+
+    def _drop_before(self, stream_index: int) -> None:
+        k = stream_index - self._base
+        if k <= 0:
+            return
+        k = min(k, self._fill)
+        self._buf[: self._fill - k] = self._buf[k : self._fill]
+        self._fill -= k
+        self._base += k
+
+    def _trim_history(self) -> None:
+        if self._fill > 2 * self._history:
+            self._drop_before(self._pos - self._history)
+
+    def _open(self, start: int, first_voiced: int) -> None:
+        self._drop_before(start)
+        self._in_speech = True
+        self._seg_start = start
+        self._first_voiced = first_voiced
+        self._partials_sent = 0
+
+    def _close(self, end: int, forced: bool = False) -> Segment | None:
+        self._in_speech = False
+        voiced_span = self._last_voiced_end - self._first_voiced
+        if voiced_span < self._min_speech and self._partials_sent == 0 and not forced:
+            return None
+        ev = self._event(end, final=True)
+        self._index += 1
+        return ev
+
+    def _event(self, end: int, final: bool) -> Segment:
+        lo = self._seg_start - self._base
+        hi = end - self._base
+        return Segment(
+            index=self._index,
+            start=self._seg_start,
+            end=end,
+            speech_end=min(self._last_voiced_end, end),
+            detected_at=self._pos,
+            final=final,
+            audio=self._buf[lo:hi].copy(),
+        )
+
+
+def _frames(y: np.ndarray, frame_length: int):
+    n = y.shape[0] // frame_length
+    for i in range(n):
+        yield y[i * frame_length : (i + 1) * frame_length]
+    rest = y.shape[0] - n * frame_length
+    if rest:
+        last = np.zeros(frame_length, dtype=np.float32)
+        last[:rest] = y[n * frame_length :]
+        yield last
+
+
+def segments(y: np.ndarray, sr: int = 16000, config: VadConfig | None = None) -> list[Segment]:
+    """Final segments of a whole signal, exactly as the daemon would cut it."""
+    seg = Segmenter(config or VadConfig(), sr)
+    out: list[Segment] = []
+    for frame in _frames(np.asarray(y, dtype=np.float32), seg.frame_length):
+        out += [e for e in seg.process(frame) if e.final]
+    out += seg.flush()
+    return out
+
+
+def trim(y: np.ndarray, sr: int = 16000, config: VadConfig | None = None) -> np.ndarray:
+    """The span from the first segment's start to the last one's end.
+
+    What training feeds the model, so it learns on audio cut like the daemon cuts it.
+    A clip in which the VAD finds no speech is returned whole rather than dropped:
+    the label is still true, and quiet speakers must not vanish from the data.
+    """
+    segs = segments(y, sr, config)
+    if not segs:
+        return np.asarray(y, dtype=np.float32)
+    return np.asarray(y[segs[0].start : min(segs[-1].end, y.shape[0])], dtype=np.float32)

@@ -1,0 +1,76 @@
+"""Small real ONNX models for tests: mean over time -> linear -> softmax.
+
+Built with the ``onnx`` helper API so tests can also make *broken* models (wrong
+metadata, wrong shapes) and check the daemon refuses them with a clear message.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from serstream.features import FeatureConfig
+from serstream.model import METADATA_KEY, ModelMetadata
+from serstream.vad import VadConfig
+
+LABELS = ("neutral", "happy", "sad", "angry")
+
+
+def metadata(config: FeatureConfig | None = None, labels=LABELS, **kw) -> ModelMetadata:
+    config = config or FeatureConfig()
+    n = config.n_features
+    return ModelMetadata(
+        labels=tuple(labels), features=config, mean=(0.0,) * n, std=(1.0,) * n,
+        sample_rate=config.sr, vad=kw.pop("vad", VadConfig()), model_id=kw.pop("model_id", "tiny-test"),
+        provenance={"trained_on": "nothing: a test model"}, **kw,
+    )
+
+
+def build(path: Path, meta: ModelMetadata | None = None, *, meta_json: str | None = None,
+          n_features: int | None = None, n_labels: int | None = None, seed: int = 0) -> Path:
+    """Write a model to ``path``; ``meta_json`` overrides the metadata text verbatim."""
+    meta = meta or metadata()
+    f = n_features or meta.features.n_features
+    n_out = n_labels or len(meta.labels)
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.standard_normal((f, n_out)).astype(np.float32) * 0.05, "W")
+    b = numpy_helper.from_array(np.zeros(n_out, np.float32), "B")
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    nodes = [
+        helper.make_node("ReduceMean", ["features", "axes"], ["pooled"], keepdims=0),
+        helper.make_node("MatMul", ["pooled", "W"], ["logits0"]),
+        helper.make_node("Add", ["logits0", "B"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", "time", f])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", n_out])],
+        initializer=[w, b, axes],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    text = meta.to_json() if meta_json is None else meta_json
+    if text is not None:
+        helper.set_model_props(model, {METADATA_KEY: text})
+    onnx.save(model, str(path))
+    return path
+
+
+def mutate(meta: ModelMetadata, **changes) -> str:
+    """Metadata JSON with fields replaced (nested keys as 'features.n_fft')."""
+    doc = json.loads(meta.to_json())
+    for key, value in changes.items():
+        target = doc
+        *parents, last = key.split(".")
+        for p in parents:
+            target = target[p]
+        if value is ...:
+            target.pop(last, None)
+        else:
+            target[last] = value
+    return json.dumps(doc)
