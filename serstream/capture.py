@@ -9,6 +9,7 @@ pipeline resamples with soxr before the VAD.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -64,7 +65,8 @@ def resolve_device(device: str | int | None) -> tuple[int | None, dict[str, Any]
             raise DeviceError(f"no default audio input device ({msg})") from None
         raise DeviceError(f"no input device matches {device!r} ({msg}); see `serstream devices`") from None
     except sd.PortAudioError as exc:
-        raise DeviceError(f"audio input device unavailable: {exc}") from None
+        what = "no audio input device available" if device is None else f"input device {device!r} unavailable"
+        raise DeviceError(f"{what} (PortAudio: {exc}); see `serstream devices`") from None
     if info["max_input_channels"] < 1:
         raise DeviceError(f"device {info['name']!r} has no input channels")
     return info["index"], dict(info)
@@ -135,10 +137,9 @@ class MicSource:
         return not self._stream.active and self.started_at is not None and self._stream.stopped is False
 
     def close(self) -> None:
-        try:
+        # closing a vanished device must not mask the real reason it vanished
+        with contextlib.suppress(Exception):
             self._stream.close(ignore_errors=True)
-        except Exception:  # closing a vanished device must not mask the real reason
-            pass
 
     def health(self) -> dict[str, Any]:
         return {

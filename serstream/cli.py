@@ -212,9 +212,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     publisher = None if args.no_publish else _publisher(args)
     sinks = [] if args.quiet else [Printer(as_json=args.json, stats=args.stats)]
     pipeline = _pipeline(args, model, publisher, sinks)
-    if publisher is not None and args.wait_subscriber > 0:
-        if not publisher.wait_for_subscriber(args.wait_subscriber):
-            log.warning("no subscriber after %.1f s; replaying anyway", args.wait_subscriber)
+    if (publisher is not None and args.wait_subscriber > 0
+            and not publisher.wait_for_subscriber(args.wait_subscriber, stopper.event)
+            and not stopper.event.is_set()):
+        log.warning("no subscriber after %.1f s; replaying anyway", args.wait_subscriber)
     failed: list[str] = []
     done = 0
     try:

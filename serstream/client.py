@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONNECT = "tcp://127.0.0.1:5556"
 MAX_MESSAGE_BYTES = 1 << 20
+# Transport guard only: beyond this libzmq drops the connection (losing what follows),
+# so the real limit is enforced in _parse where a rejection can be reported.
+_TRANSPORT_LIMIT = 64 << 20
 
 
 class Subscriber:
@@ -49,7 +52,7 @@ class Subscriber:
         sock = self._ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.RCVHWM, hwm)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        sock.setsockopt(zmq.MAXMSGSIZE, _TRANSPORT_LIMIT)
         for t in topics:
             sock.setsockopt(zmq.SUBSCRIBE, t.encode())
         endpoints = [connect] if isinstance(connect, str) else list(connect)
@@ -104,6 +107,8 @@ class Subscriber:
         if len(frames) != 2:
             return self._reject(f"expected 2 frames, got {len(frames)}")
         topic_b, body = frames
+        if len(body) > MAX_MESSAGE_BYTES:
+            return self._reject(f"oversized message on {topic_b[:32]!r}: {len(body)} bytes")
         try:
             topic = topic_b.decode()
             event = json.loads(body)

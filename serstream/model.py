@@ -254,7 +254,7 @@ class EmotionModel:
         return Prediction(
             label=self.labels[best],
             confidence=float(probs[best]),
-            probabilities={lab: float(p) for lab, p in zip(self.labels, probs)},
+            probabilities={lab: float(p) for lab, p in zip(self.labels, probs, strict=True)},
         )
 
 

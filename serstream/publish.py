@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -107,10 +108,12 @@ class Publisher:
             elif msg and msg[0] == 0:
                 self.subscriptions = max(0, self.subscriptions - 1)
 
-    def wait_for_subscriber(self, timeout: float) -> bool:
+    def wait_for_subscriber(self, timeout: float, stop: threading.Event | None = None) -> bool:
         """Block until someone subscribes (for batch replays that must not lose a message)."""
         deadline = time.monotonic() + timeout
         while self.subscriptions == 0:
+            if stop is not None and stop.is_set():
+                return False
             left = deadline - time.monotonic()
             if left <= 0:
                 return False

@@ -118,7 +118,6 @@ class Segmenter:
         self.config = config
         self.sr = sr
         self.frame_length = sr * config.frame_ms // 1000
-        self._vad = webrtcvad.Vad(config.aggressiveness)
         ms = lambda v: max(1, round(v / config.frame_ms))  # noqa: E731 - frames from ms
         self._start_frames = ms(config.start_ms)
         self._start_window = ms(config.start_window_ms)
@@ -136,7 +135,12 @@ class Segmenter:
         self.reset_states()
 
     def reset_states(self) -> None:
-        """Forget everything: a new stream starts at sample 0."""
+        """Forget everything: a new stream starts at sample 0.
+
+        WebRTC VAD adapts its noise estimate as it goes, so it is recreated too: a
+        source must be cut the same way whatever was heard before it.
+        """
+        self._vad = webrtcvad.Vad(self.config.aggressiveness)
         self._base = 0  # stream index of self._buf[0]
         self._fill = 0
         self._pos = 0  # stream index just after the last frame fed
