@@ -73,7 +73,17 @@ def resolve_device(device: str | int | None) -> tuple[int | None, dict[str, Any]
 
 
 class MicSource:
-    """Live input from a PortAudio device into a ring buffer."""
+    """Live input from a PortAudio device into a ring buffer, kept alive across faults.
+
+    A microphone can be unplugged, or a sound server restarted, under a running
+    daemon. :meth:`poll` (called by the pipeline between reads) notices a stream that
+    stopped (PortAudio ended it) or went silent (no callback for ``stall_timeout``
+    seconds), closes it and reopens the same device with exponential backoff,
+    re-scanning PortAudio's device list each time. Meanwhile the daemon keeps serving
+    subscribers; ``health()`` (in every stats message) says the device is ``lost``.
+    ``generation`` counts reopenings so the pipeline can close the segment that the
+    gap interrupted.
+    """
 
     def __init__(
         self,
@@ -84,26 +94,44 @@ class MicSource:
         blocksize: int = 0,
         ring_seconds: float = 4.0,
         source_id: str | None = None,
+        stall_timeout: float = 2.0,
+        max_backoff: float = 5.0,
     ) -> None:
-        sd = _sd()
-        self._sd = sd
+        self._sd = _sd()
+        self._device_spec = device
+        self._wanted_sr = sr
+        self._fixed_rate = samplerate
+        self.channels = channels
+        self.blocksize = blocksize
+        self.stall_timeout = stall_timeout
+        self.max_backoff = max_backoff
         self.device, info = resolve_device(device)
         self.device_name = info["name"]
-        self.channels = channels
         self.sample_rate = samplerate or self._pick_rate(sr, int(info["default_samplerate"]))
         self.source_id = source_id or f"mic:{self.device_name}"
         self.ring = RingBuffer(int(self.sample_rate * ring_seconds), channels)
         self.callbacks = 0
         self.status_flags = 0
         self.input_overflows = 0
-        self.started_at: float | None = None
+        self.state = "closed"
+        self.generation = 0
+        self.reconnects = 0
+        self.lost_since: float | None = None
+        self._backoff = 0.25
+        self._next_retry = 0.0
+        self._seen_callbacks = 0
+        self._last_progress = 0.0
+        self._stream = self._open()
+
+    def _open(self):
+        sd = self._sd
         try:
-            self._stream = sd.InputStream(
+            return sd.InputStream(
                 device=self.device,
                 samplerate=self.sample_rate,
-                channels=channels,
+                channels=self.channels,
                 dtype="float32",
-                blocksize=blocksize,
+                blocksize=self.blocksize,
                 latency="low",
                 callback=self._callback,
             )
@@ -131,22 +159,77 @@ class MicSource:
             self._stream.start()
         except self._sd.PortAudioError as exc:
             raise DeviceError(f"cannot start input device {self.device_name!r}: {exc}") from None
-        self.started_at = time.monotonic()
+        self.state = "ok"
+        self._last_progress = time.monotonic()
+        self._seen_callbacks = self.callbacks
 
     def finished(self) -> bool:
-        return not self._stream.active and self.started_at is not None and self._stream.stopped is False
+        """A microphone never runs out: faults are handled by :meth:`poll`."""
+        return False
 
-    def close(self) -> None:
+    def poll(self) -> bool:
+        """Watch the stream; reopen it when it died. True when the state changed."""
+        now = time.monotonic()
+        if self.state == "ok":
+            if self.callbacks != self._seen_callbacks:
+                self._seen_callbacks = self.callbacks
+                self._last_progress = now
+                return False
+            if self._stream.active and now - self._last_progress < self.stall_timeout:
+                return False
+            why = "stopped" if not self._stream.active else f"silent for {now - self._last_progress:.1f} s"
+            log.warning("input device %r %s: retrying in the background", self.device_name, why)
+            self._close_stream()
+            self.state = "lost"
+            self.lost_since = now
+            self._backoff = 0.25
+            self._next_retry = now + self._backoff
+            self.generation += 1
+            return True
+        if self.state == "lost" and now >= self._next_retry:
+            try:
+                self._reopen()
+            except Exception as exc:  # any PortAudio failure: try again later
+                self._backoff = min(self._backoff * 2, self.max_backoff)
+                self._next_retry = time.monotonic() + self._backoff
+                log.debug("reopening %r failed (%s); next try in %.2f s", self.device_name, exc, self._backoff)
+                return False
+            self.reconnects += 1
+            self.generation += 1
+            log.warning("input device %r is back after %.1f s", self.device_name, now - (self.lost_since or now))
+            self.lost_since = None
+            return True
+        return False
+
+    def _reopen(self) -> None:
+        sd = self._sd
+        sd._terminate()  # re-scan devices: the one that came back may have a new index
+        sd._initialize()
+        self.device, info = resolve_device(self._device_spec)
+        self.device_name = info["name"]
+        rate = self._fixed_rate or self._pick_rate(self._wanted_sr, int(info["default_samplerate"]))
+        if rate != self.sample_rate:
+            raise DeviceError(f"device came back at {rate} Hz instead of {self.sample_rate} Hz")
+        self._stream = self._open()
+        self.start()
+
+    def _close_stream(self) -> None:
         # closing a vanished device must not mask the real reason it vanished
         with contextlib.suppress(Exception):
             self._stream.close(ignore_errors=True)
 
+    def close(self) -> None:
+        self._close_stream()
+        self.state = "closed"
+
     def health(self) -> dict[str, Any]:
         return {
-            "device": "ok" if self._stream.active else "stopped",
+            "device": self.state,
             "device_name": self.device_name,
             "device_samplerate": self.sample_rate,
             "callbacks": self.callbacks,
             "status_flags": self.status_flags,
             "input_overflows": self.input_overflows,
+            "reconnects": self.reconnects,
+            "lost_for_s": None if self.lost_since is None else round(time.monotonic() - self.lost_since, 2),
         }

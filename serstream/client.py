@@ -20,6 +20,8 @@ from typing import Any
 
 import zmq
 
+from serstream.security import CurveClient
+
 __all__ = ["Subscriber", "DEFAULT_CONNECT", "MAX_MESSAGE_BYTES"]
 
 log = logging.getLogger(__name__)
@@ -47,12 +49,19 @@ class Subscriber:
         topics: tuple[str, ...] = ("emotion",),
         hwm: int = 10000,
         context: zmq.Context | None = None,
+        curve: CurveClient | None = None,
     ) -> None:
         self._ctx = context or zmq.Context.instance()
         sock = self._ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.RCVHWM, hwm)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, _TRANSPORT_LIMIT)
+        if curve is not None:
+            try:
+                curve.apply(sock)
+            except BaseException:
+                sock.close(0)
+                raise
         for t in topics:
             sock.setsockopt(zmq.SUBSCRIBE, t.encode())
         endpoints = [connect] if isinstance(connect, str) else list(connect)
@@ -63,6 +72,7 @@ class Subscriber:
                 sock.close(0)
                 raise ValueError(f"cannot connect to {ep}: {exc.strerror}") from None
         self._sock = sock
+        self._endpoints = endpoints
         self.topics = topics
         self.received = 0
         self.gaps = 0
@@ -78,6 +88,17 @@ class Subscriber:
 
     def close(self) -> None:
         self._sock.close(0)
+
+    def reconnect(self, away: float = 0.0) -> None:
+        """Drop the connections, stay away ``away`` seconds, connect again; the sequence
+        bookkeeping is kept, so the first event after it reveals what was missed
+        meanwhile (``gaps``/``lost``)."""
+        for ep in self._endpoints:
+            self._sock.disconnect(ep)
+        if away > 0:
+            time.sleep(away)
+        for ep in self._endpoints:
+            self._sock.connect(ep)
 
     def recv(self, timeout: float | None = None) -> dict[str, Any] | None:
         """Next valid event, or None when ``timeout`` seconds pass without one."""

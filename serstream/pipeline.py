@@ -43,8 +43,11 @@ class Source(Protocol):
     sample_rate: int
     channels: int
 
+    generation: int  # bumped when the audio was interrupted (device lost / back)
+
     def start(self) -> None: ...
     def finished(self) -> bool: ...
+    def poll(self) -> bool: ...
     def close(self) -> None: ...
     def health(self) -> dict[str, Any]: ...
 
@@ -132,6 +135,7 @@ class Pipeline:
             else None
         )
         source.start()
+        generation = source.generation
         try:
             while True:
                 n = source.ring.read(block)
@@ -141,6 +145,9 @@ class Pipeline:
                     continue
                 if stop.is_set() or (source.finished() and source.ring.available == 0):
                     break
+                if source.poll() or source.generation != generation:
+                    generation = source.generation
+                    self._interrupted()
                 self._maybe_stats()
                 time.sleep(cfg.poll_interval)
         finally:
@@ -154,6 +161,13 @@ class Pipeline:
             self._frame[self._frame_fill :] = 0.0
             self._frame_fill = self._frame.shape[0]
             self._feed(np.zeros(0, dtype=np.float32))
+        for ev in self.segmenter.flush():
+            self._emit(ev)
+        self.publish_stats()
+
+    def _interrupted(self) -> None:
+        """The audio has a hole (device lost or back): what was said before it is a
+        segment of its own, and subscribers hear about the device state now."""
         for ev in self.segmenter.flush():
             self._emit(ev)
         self.publish_stats()
@@ -266,6 +280,7 @@ class Pipeline:
             "stream_s": round(self._stream_samples / self.sr, 3),
             "frames_captured": src.ring.frames_written if src else 0,
             "overflows": src.ring.dropped if src else 0,
+            "buffered_s": round(src.ring.available / src.sample_rate, 3) if src else 0.0,
             "segments": self.counters.segments,
             "partials": self.counters.partials,
             "events": self.counters.events,

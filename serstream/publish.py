@@ -23,6 +23,7 @@ import zmq
 
 from serstream.errors import UserError
 from serstream.events import encode
+from serstream.security import CurveServer, fingerprint
 
 __all__ = ["PublishConfig", "Publisher", "is_loopback_endpoint"]
 
@@ -34,6 +35,7 @@ class PublishConfig:
     bind: str = "tcp://127.0.0.1:5556"
     hwm: int = 1000
     linger_ms: int = 500
+    curve: CurveServer | None = None
 
 
 def is_loopback_endpoint(endpoint: str) -> bool:
@@ -64,18 +66,32 @@ class Publisher:
         sock.setsockopt(zmq.SNDHWM, config.hwm)
         sock.setsockopt(zmq.LINGER, config.linger_ms)
         sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # see every (un)subscription, for the count
+        self._auth = None
+        if config.curve is not None:
+            try:
+                self._auth = config.curve.apply(sock, self._ctx)
+            except BaseException:
+                sock.close(0)
+                raise
         try:
             sock.bind(config.bind)
         except zmq.ZMQError as exc:
             sock.close(0)
+            if self._auth is not None:
+                self._auth.stop()
             if exc.errno == zmq.EADDRINUSE:
                 raise UserError(f"cannot bind {config.bind}: address already in use "
                                 "(is another serstream running? choose --bind)") from None
             raise UserError(f"cannot bind {config.bind}: {exc.strerror}") from None
         self._sock = sock
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        if not is_loopback_endpoint(config.bind):
-            log.warning("publishing on %s: reachable from the network, unencrypted", config.bind)
+        if config.curve is not None:
+            who = f"clients in {config.curve.allow_dir}" if config.curve.allow_dir else "any client with the server key"
+            log.info("CurveZMQ encryption on (server key %s); allowed: %s",
+                     fingerprint(config.curve.public_key), who)
+        elif not is_loopback_endpoint(config.bind):
+            log.warning("publishing on %s: reachable from the network and UNENCRYPTED "
+                        "(see `serstream keys` and --curve-secret)", config.bind)
 
     def next_seq(self, topic: str) -> int:
         return self._seq.get(topic, 0)
@@ -125,6 +141,8 @@ class Publisher:
 
     def close(self) -> None:
         self._sock.close(self.config.linger_ms)
+        if self._auth is not None:
+            self._auth.stop()
 
 
 def default_bind() -> str:

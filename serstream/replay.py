@@ -47,6 +47,7 @@ class FileSource:
         self._stream: AudioStream = open_audio(self.path, sr, blocksize=self._block * 8)
         self.ring = RingBuffer(int(sr * ring_seconds), 1)
         self.error: AudioFileError | None = None
+        self.generation = 0
         self._done = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, name=f"replay:{self.path.name}", daemon=True)
@@ -56,6 +57,10 @@ class FileSource:
 
     def finished(self) -> bool:
         return self._done.is_set()
+
+    def poll(self) -> bool:
+        """Files do not fail the way devices do: nothing to watch."""
+        return False
 
     def close(self) -> None:
         self._stop.set()

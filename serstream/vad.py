@@ -204,7 +204,8 @@ class Segmenter:
         return events
 
     def flush(self) -> list[Segment]:
-        """End of stream: close an open segment with its final event."""
+        """End of stream (or a gap in it): close an open segment with its final event."""
+        self._recent.clear()  # what came before a gap must not trigger what follows it
         if not self._in_speech:
             return []
         ev = self._close(min(self._last_voiced_end + self._pad, self._pos))

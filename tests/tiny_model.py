@@ -74,3 +74,44 @@ def mutate(meta: ModelMetadata, **changes) -> str:
         else:
             target[last] = value
     return json.dumps(doc)
+
+
+def build_slow(path: Path, matmuls: int = 12, size: int = 1024, meta: ModelMetadata | None = None) -> Path:
+    """A model that really takes long per call: a chain of ``size``-square matmuls on
+    a matrix derived from the input (so ONNX Runtime cannot fold it away)."""
+    meta = meta or metadata(model_id="slow-test")
+    f = meta.features.n_features
+    n_out = len(meta.labels)
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(np.array([1], np.int64), "axes"),
+        numpy_helper.from_array(np.array([size, f], np.int64), "grid"),
+        numpy_helper.from_array(rng.standard_normal((f, size)).astype(np.float32) * 0.01, "Win"),
+        numpy_helper.from_array((rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32), "Wsq"),
+        numpy_helper.from_array(rng.standard_normal((size, n_out)).astype(np.float32) * 0.01, "Wout"),
+    ]
+    nodes = [
+        helper.make_node("ReduceMean", ["features", "axes"], ["pooled"], keepdims=0),  # [1, f]
+        helper.make_node("Expand", ["pooled", "grid"], ["wide"]),  # [size, f]
+        helper.make_node("MatMul", ["wide", "Win"], ["z0"]),  # [size, size]
+    ]
+    for i in range(matmuls):
+        nodes.append(helper.make_node("MatMul", [f"z{i}", "Wsq"], [f"m{i}"]))
+        nodes.append(helper.make_node("Tanh", [f"m{i}"], [f"z{i + 1}"]))
+    nodes += [
+        helper.make_node("ReduceMean", [f"z{matmuls}", "axes0"], ["row"], keepdims=1),  # [1, size]
+        helper.make_node("MatMul", ["row", "Wout"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+    ]
+    inits.append(numpy_helper.from_array(np.array([0], np.int64), "axes0"))
+    graph = helper.make_graph(
+        nodes, "slow",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, "time", f])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, n_out])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    helper.set_model_props(model, {METADATA_KEY: meta.to_json()})
+    onnx.save(model, str(path))
+    return path

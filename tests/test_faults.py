@@ -1,0 +1,225 @@
+"""Faults the daemon must survive, each injected for real: the PulseAudio microphone
+unloaded under it, a model too slow for the stream, subscribers that vanish, signals,
+and an hour of audio."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from procs import EXAMPLES, free_endpoint, serstream, spawn
+from serstream.client import Subscriber
+from serstream.decode import load_audio
+from serstream.vad import segments
+from tiny_model import build, build_slow
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("m") / "tiny.onnx")
+
+
+def _next(sub: Subscriber, pred, timeout: float) -> dict | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ev = sub.recv(timeout=0.5)
+        if ev is not None and pred(ev):
+            return ev
+    return None
+
+
+def _is_stats(ev):
+    return ev["topic"] == "stats"
+
+
+def _pactl(*args: str) -> str:
+    return subprocess.run(["pactl", *args], capture_output=True, text=True, check=True).stdout
+
+
+def _vmic_module() -> str:
+    for line in _pactl("list", "short", "modules").splitlines():
+        if "module-null-sink" in line and "sink_name=vmic" in line:
+            return line.split("\t")[0]
+    raise AssertionError("virtual microphone sink not loaded")
+
+
+def _restore_vmic() -> None:
+    if "vmic" not in _pactl("list", "short", "sinks"):
+        _pactl("load-module", "module-null-sink", "sink_name=vmic")
+    _pactl("set-default-source", "vmic.monitor")
+
+
+def test_microphone_pulled_out_and_back(virtual_mic, tiny):
+    ep = free_endpoint()
+    daemon = spawn("run", "--model", tiny, "--bind", ep, "--stats-interval", "0.3")
+    try:
+        with Subscriber(ep, topics=("emotion", "stats")) as sub:
+            assert _next(sub, lambda e: _is_stats(e) and e["device"] == "ok", 30), "daemon never ready"
+            _pactl("unload-module", _vmic_module())  # pull the microphone out
+            lost = _next(sub, lambda e: _is_stats(e) and e["device"] == "lost", 10)
+            assert lost, "daemon did not notice the device went away"
+            # still serving: stats keep coming while the device is gone
+            again = _next(sub, lambda e: _is_stats(e) and e["seq"] > lost["seq"], 5)
+            assert again and again["device"] == "lost"
+            _restore_vmic()  # plug it back in
+            back = _next(sub, lambda e: _is_stats(e) and e["device"] == "ok" and e["reconnects"] >= 1, 20)
+            assert back, "capture did not resume when the device came back"
+            virtual_mic.play(EXAMPLES / "sad_savee_DC_sa01.wav").wait(timeout=30)
+            final = _next(sub, lambda e: e["topic"] == "emotion" and e["final"], 15)
+            assert final, "no event after the device came back"
+        assert daemon.poll() is None, "daemon exited"
+    finally:
+        _restore_vmic()
+        daemon.send_signal(signal.SIGINT)
+        _, err = daemon.communicate(timeout=10)
+    assert daemon.returncode == 0, err
+    assert "Traceback" not in err
+
+
+def test_stalled_processing_overflows_are_counted_and_it_catches_up(virtual_mic, tmp_path):
+    """A model ~1 s per call with partials every 300 ms cannot keep up with speech:
+    the ring overflows (counted), capture goes on, and once speech stops it catches up."""
+    slow = build_slow(tmp_path / "slow.onnx", matmuls=40)
+    y = np.concatenate([load_audio(p).samples for p in sorted(EXAMPLES.glob("*.wav"))])[: 16000 * 14]
+    clip = tmp_path / "speech.wav"
+    sf.write(clip, y, 16000)
+    ep = free_endpoint()
+    daemon = spawn("run", "--model", slow, "--bind", ep, "--stats-interval", "0.5",
+                   "--partial-interval-ms", "300", "--hangover-ms", "1500", "--max-speech-ms", "30000")
+    try:
+        with Subscriber(ep, topics=("emotion", "stats")) as sub:
+            first = _next(sub, _is_stats, 60)
+            assert first, "daemon never ready"
+            virtual_mic.play(clip)
+            over = _next(sub, lambda e: _is_stats(e) and e["overflows"] > 0, 40)
+            assert over, "no overflow counted although processing could not keep up"
+            caught_up = _next(sub, lambda e: _is_stats(e) and e["buffered_s"] < 0.2
+                              and e["seq"] > over["seq"] and not e["in_speech"], 90)
+            assert caught_up, "pipeline never caught up after the stall"
+            assert caught_up["frames_captured"] > over["frames_captured"]  # capture went on
+            assert caught_up["device"] == "ok"
+    finally:
+        daemon.send_signal(signal.SIGINT)
+        daemon.communicate(timeout=15)
+    assert daemon.returncode == 0
+
+
+def test_reconnecting_subscriber_sees_the_gap(tiny, tmp_path):
+    clips = sorted(EXAMPLES.glob("*.wav"))
+    ep = free_endpoint()
+    with Subscriber(ep, topics=("emotion",)) as sub:
+        proc = spawn("replay", "--model", tiny, "--bind", ep, "--speed", "4", "--quiet",
+                     "--wait-subscriber", "20", *clips)
+        first = sub.recv(timeout=30)
+        assert first is not None and first["seq"] == 0
+        sub.reconnect(away=3.0)  # what is published meanwhile is lost to us
+        rest = list(sub.events(timeout=20))
+        proc.communicate(timeout=60)
+    assert rest, "nothing received after reconnecting"
+    assert rest[0]["seq"] > 1, "expected to resume at the current sequence number"
+    assert sub.gaps >= 1 and sub.lost >= rest[0]["seq"] - 1
+    assert [e["seq"] for e in rest] == list(range(rest[0]["seq"], rest[0]["seq"] + len(rest)))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_exits_zero_and_publishes_last_segment(tiny, tmp_path, sig):
+    y = np.concatenate([load_audio(p).samples for p in sorted(EXAMPLES.glob("*.wav"))])
+    long = tmp_path / "long.wav"
+    sf.write(long, y, 16000)
+    ep = free_endpoint()
+    with Subscriber(ep, topics=("emotion", "stats")) as sub:
+        proc = spawn("replay", "--model", tiny, "--bind", ep, "--speed", "1", "--quiet",
+                     "--wait-subscriber", "20", "--partial-interval-ms", "0",
+                     "--stats-interval", "0.1", long)
+        # a moment when someone is talking, after at least one segment is done
+        assert _next(sub, lambda e: e["topic"] == "emotion" and e["final"], 30)
+        # mid-speech, and long enough into it to be a segment (min_speech_ms = 250)
+        talking, since = None, None
+        deadline = time.monotonic() + 30
+        while talking is None and time.monotonic() < deadline:
+            ev = _next(sub, _is_stats, 5)
+            if ev is None or not ev["in_speech"]:
+                since = None
+            elif since is None:
+                since = ev["stream_s"]
+            elif ev["stream_s"] - since >= 0.6:
+                talking = ev
+        assert talking, "never caught the stream mid-speech"
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        proc.wait(timeout=10)
+        took = time.monotonic() - t0
+        last = [e for e in sub.events(timeout=1.5) if e["topic"] == "emotion"]
+    assert proc.returncode == 0, proc.stderr.read()
+    assert took <= 2.0, f"exit took {took:.2f} s"
+    assert last and last[-1]["final"], "the segment in progress was not published"
+    assert last[-1]["end"] >= talking["stream_s"] - 0.1
+
+
+def _rss_kb(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except FileNotFoundError:
+        return None
+    return None
+
+
+@pytest.mark.slow
+def test_soak_one_hour_of_audio(tiny, tmp_path):
+    """An hour of audio at full speed: flat memory, one final per segment, no lost event."""
+    sr = 16000
+    gap = np.zeros(sr, np.float32)
+    parts = []
+    for p in sorted(EXAMPLES.glob("*.wav")):
+        parts += [load_audio(p).samples, gap]
+    unit = np.concatenate(parts)
+    repeats = int(np.ceil(3600 * sr / unit.size))
+    path = tmp_path / "unit.flac"
+    sf.write(path, unit, sr)
+    per_file = len(segments(unit, sr))
+    ep = free_endpoint()
+    finals: list[dict] = []
+    seqs: list[int] = []
+    samples: list[int] = []
+    with Subscriber(ep, topics=("emotion",), hwm=1_000_000) as sub:
+        proc = spawn("replay", "--model", tiny, "--bind", ep, "--speed", "0", "--quiet",
+                     "--hwm", "1000000", "--wait-subscriber", "20", *([path] * repeats))
+        last_sample = 0.0
+        while True:
+            ev = sub.recv(timeout=0.2)
+            if ev is not None:
+                seqs.append(ev["seq"])
+                if ev["final"]:
+                    finals.append(ev)
+            now = time.monotonic()
+            if now - last_sample > 0.5:
+                last_sample = now
+                rss = _rss_kb(proc.pid)
+                if rss:
+                    samples.append(rss)
+            if ev is None and proc.poll() is not None:
+                break
+        rest = list(sub.events(timeout=1))
+    seqs += [e["seq"] for e in rest]
+    finals += [e for e in rest if e["final"]]
+    assert proc.returncode == 0, proc.stderr.read()
+    assert unit.size * repeats / sr >= 3600
+    assert seqs == list(range(len(seqs))), "lost or reordered events"
+    assert len(finals) == per_file * repeats
+    per_index = np.bincount([e["segment"] for e in finals], minlength=per_file)
+    assert per_index.tolist() == [repeats] * per_file  # each segment of each pass: one final
+    assert len(samples) >= 6
+    head = max(samples[: max(2, len(samples) // 10)])
+    tail = max(samples[-max(2, len(samples) // 10) :])
+    assert tail - head <= 8 * 1024, f"RSS grew {(tail - head) / 1024:.1f} MB over the hour"
+    print(json.dumps({"repeats": repeats, "finals": len(finals), "rss_mb_head": head / 1024,
+                      "rss_mb_tail": tail / 1024}))
