@@ -182,7 +182,6 @@ def _pipeline(args: argparse.Namespace, model, publisher, sinks):
 
 def _publisher(args: argparse.Namespace):
     from serstream.publish import PublishConfig, Publisher
-
     from serstream.security import CurveServer
 
     if args.hwm < 1:
