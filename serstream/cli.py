@@ -371,7 +371,11 @@ def main(argv: list[str] | None = None) -> int:
     level = getattr(logging, args.log_level.upper())
     logging.basicConfig(level=level, format="serstream: %(levelname)s: %(message)s", stream=sys.stderr)
     try:
-        return COMMANDS[args.command](args)
+        rc = COMMANDS[args.command](args)
+        # done and on the way out: a late Ctrl-C must not turn a clean exit into a crash
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return rc
     except UserError as exc:
         if level <= logging.DEBUG:
             log.exception("details")
