@@ -1,0 +1,83 @@
+"""Train and serve agree: same features, same scores, and a short real fit the daemon runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from procs import EXAMPLES, serstream
+
+from serstream.decode import load_audio
+from serstream.features import FeatureConfig
+from serstream.model import EmotionModel, ModelMetadata
+from serstream.vad import VadConfig, trim
+from train.corpora import LABELS
+from train.dataset import _to_float, features
+from train.export import export, max_difference
+from train.fit import FitConfig, fit
+from train.net import EmotionCNN
+
+
+def _meta() -> ModelMetadata:
+    cfg = FeatureConfig()
+    return ModelMetadata(labels=LABELS, features=cfg, mean=(0.0,) * cfg.n_features,
+                         std=(1.0,) * cfg.n_features, vad=VadConfig(), model_id="t")
+
+
+def test_onnx_and_pytorch_agree(tmp_path):
+    torch.manual_seed(0)
+    net = EmotionCNN(120, len(LABELS), width=32)
+    net.eval()
+    path = export(net, _meta(), tmp_path / "m.onnx")
+    assert max_difference(net, path, lengths=(1, 2, 3, 50, 777)) < 1e-5
+
+
+def test_masked_batch_equals_single_clip():
+    """A padded clip in a training batch scores as it does alone in the daemon."""
+    torch.manual_seed(0)
+    net = EmotionCNN(120, len(LABELS), width=32).eval()
+    a, b = torch.randn(1, 37, 120), torch.randn(1, 90, 120)
+    x = torch.zeros(2, 90, 120)
+    x[0, :37], x[1] = a[0], b[0]
+    m = torch.zeros(2, 90)
+    m[0, :37], m[1] = 1, 1
+    with torch.no_grad():
+        batch = net(x, m)
+        assert torch.allclose(batch[0], net(a)[0], atol=1e-5)
+        assert torch.allclose(batch[1], net(b)[0], atol=1e-5)
+
+
+def test_train_features_equal_serving_features(tmp_path):
+    path = export(EmotionCNN(120, len(LABELS), width=16).eval(), _meta(), tmp_path / "m.onnx")
+    served = EmotionModel(path)
+    clip = EXAMPLES / "sad_savee_DC_sa01.wav"
+    y = load_audio(clip).samples
+    trimmed16 = (np.clip(trim(y, 16000, served.meta.vad), -1, 1) * 32767).astype(np.int16)
+    train_side = features(served.features, [trimmed16])[0]
+    serve_side = served.features(_to_float(trimmed16))
+    assert np.array_equal(train_side, serve_side)
+    # and the daemon cuts a replayed clip exactly where training trimmed it
+    r = serstream("replay", "--model", path, "--no-publish", "--json", "--speed", "0",
+                  "--partial-interval-ms", "0", clip)
+    finals = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(finals) == 1
+    assert round(finals[0]["end"] - finals[0]["start"], 2) == round(len(trim(y)) / 16000, 2)
+
+
+def test_short_fit_produces_a_model_the_daemon_runs(tmp_path, data_dir):
+    cfg = FitConfig(epochs=2, limit=8, width=32, name="tiny-fit")
+    card = fit(data_dir, tmp_path / "out", tmp_path / "cache", cfg)
+    model_path = tmp_path / "out" / "tiny-fit.onnx"
+    for suffix in (".onnx", ".json", ".md", ".split.json", ".confusion.png"):
+        assert (tmp_path / "out" / f"tiny-fit{suffix}").exists(), suffix
+    assert card["onnx_vs_torch_max_abs_diff"] < 1e-4
+    assert set(card["test"]["corpora"]) <= {"ravdess", "cremad", "tess", "savee"}
+    model = EmotionModel(model_path)
+    assert model.labels == LABELS
+    pred = model.predict(load_audio(EXAMPLES / "angry_cremad_1001_DFA_ANG_XX.wav").samples)
+    assert pred.label in LABELS and 0 < pred.confidence <= 1
+    r = serstream("replay", "--model", model_path, "--no-publish", "--json", "--speed", "0",
+                  EXAMPLES / "angry_cremad_1001_DFA_ANG_XX.wav")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[-1])["label"] in LABELS

@@ -1,0 +1,165 @@
+"""Clips -> VAD-trimmed waveforms -> features, exactly the daemon's way, with a cache.
+
+Decoding (serstream.decode), trimming (serstream.vad.trim, with the VAD settings the
+model will carry) and MFCC (serstream.features) are the serving code itself; nothing
+here computes a feature of its own. Trimmed waveforms (int16) and the slow augmentation
+variants are cached under ``cache_dir``, keyed by the settings that produced them, so a
+second ``fit`` skips straight to training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from serstream.decode import load_audio
+from serstream.errors import AudioFileError
+from serstream.vad import VadConfig, trim
+from train.augment import AugmentConfig, cached_variants
+from train.corpora import Clip
+
+log = logging.getLogger(__name__)
+SR = 16000
+
+
+class Progress:
+    """A line on stderr every few seconds: long work shows that it is moving."""
+
+    def __init__(self, what: str, total: int, every: float = 5.0) -> None:
+        self.what, self.total, self.every = what, total, every
+        self.t0 = self.last = time.monotonic()
+        self.done = 0
+
+    def step(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= self.every or self.done == self.total:
+            self.last = now
+            rate = self.done / max(now - self.t0, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else 0
+            log.info("%s %d/%d (%.0f/s, %.0f s left)", self.what, self.done, self.total, rate, eta)
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_id(p: Path) -> str:
+    st = p.stat()
+    return f"{p.resolve()}:{st.st_size}:{int(st.st_mtime)}"
+
+
+def _trim_one(args: tuple[str, dict]) -> np.ndarray | str:
+    path, vad = args
+    try:
+        y = load_audio(path, SR).samples
+    except AudioFileError as exc:
+        return str(exc)
+    return _to_int16(trim(y, SR, VadConfig(**vad)))
+
+
+def _variants_one(args: tuple[np.ndarray, dict, int]) -> list[np.ndarray]:
+    y16, aug, seed = args
+    rng = np.random.default_rng(seed)
+    return [_to_int16(v) for v in cached_variants(_to_float(y16), SR, AugmentConfig(**aug), rng)]
+
+
+def _to_int16(y: np.ndarray) -> np.ndarray:
+    return (np.clip(y, -1, 1) * 32767).astype(np.int16)
+
+
+def _to_float(y16: np.ndarray) -> np.ndarray:
+    return y16.astype(np.float32) / 32767
+
+
+def _parallel(fn: Callable, jobs: list, what: str, workers: int) -> list:
+    prog = Progress(what, len(jobs))
+    out = []
+    if workers <= 1 or len(jobs) < 50:
+        for j in jobs:
+            out.append(fn(j))
+            prog.step()
+        return out
+    with ProcessPoolExecutor(workers) as pool:
+        for r in pool.map(fn, jobs, chunksize=32):
+            out.append(r)
+            prog.step()
+    return out
+
+
+class AudioCache:
+    """Trimmed waveforms and augmentation variants, on disk."""
+
+    def __init__(self, cache_dir: Path, vad: VadConfig, workers: int | None = None) -> None:
+        self.dir = Path(cache_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.vad = vad
+        self.workers = workers or max(1, (os.cpu_count() or 1))
+
+    def _load(self, name: str) -> dict:
+        p = self.dir / name
+        if p.exists():
+            with p.open("rb") as f:
+                return pickle.load(f)
+        return {}
+
+    def _save(self, name: str, data: dict) -> None:
+        tmp = self.dir / (name + ".tmp")
+        with tmp.open("wb") as f:
+            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.replace(self.dir / name)
+
+    def trimmed(self, clips: list[Clip]) -> tuple[list[Clip], list[np.ndarray]]:
+        """(clips that decoded, their trimmed int16 audio); failures are logged and dropped."""
+        name = f"trimmed-{_key(asdict(self.vad))}.pkl"
+        store = self._load(name)
+        ids = [_file_id(c.path) for c in clips]
+        todo = [(i, c) for i, (c, k) in enumerate(zip(clips, ids, strict=True)) if k not in store]
+        if todo:
+            log.info("extracting %d clips (decode, VAD trim) with %d workers", len(todo), self.workers)
+            res = _parallel(_trim_one, [(str(c.path), asdict(self.vad)) for _, c in todo],
+                            "extract", self.workers)
+            for (i, _), r in zip(todo, res, strict=True):
+                store[ids[i]] = r
+            self._save(name, store)
+        else:
+            log.info("extract: all %d clips from cache", len(clips))
+        ok_clips, audio = [], []
+        for c, k in zip(clips, ids, strict=True):
+            r = store[k]
+            if isinstance(r, str):
+                log.warning("skipped: %s", r)
+                continue
+            ok_clips.append(c)
+            audio.append(r)
+        return ok_clips, audio
+
+    def variants(self, clips: list[Clip], audio: list[np.ndarray], aug: AugmentConfig,
+                 seed: int) -> list[list[np.ndarray]]:
+        name = f"variants-{_key(asdict(self.vad), asdict(aug), seed)}.pkl"
+        store = self._load(name)
+        ids = [_file_id(c.path) for c in clips]
+        todo = [i for i, k in enumerate(ids) if k not in store]
+        if todo:
+            log.info("augmenting %d training clips (time stretch, pitch shift)", len(todo))
+            res = _parallel(_variants_one, [(audio[i], asdict(aug), seed + i) for i in todo],
+                            "augment", self.workers)
+            for i, r in zip(todo, res, strict=True):
+                store[ids[i]] = r
+            self._save(name, store)
+        return [store[k] for k in ids]
+
+
+def features(extract: Callable[[np.ndarray], np.ndarray], audio: Iterable[np.ndarray]) -> list[np.ndarray]:
+    """int16 or float waveforms -> (frames, features) float32 via the serving extractor."""
+    return [extract(_to_float(a) if a.dtype == np.int16 else a) for a in audio]

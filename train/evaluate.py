@@ -1,0 +1,130 @@
+"""Scores per corpus, within each corpus's own label set, from the *served* model.
+
+Evaluation runs the exported ONNX file through serstream.model.EmotionModel (its own
+feature extractor, its own VAD settings), so the numbers are the daemon's numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from serstream.model import EmotionModel
+from serstream.vad import VadConfig
+from train.corpora import CORPUS_LABELS, Clip, scan
+from train.dataset import AudioCache, Progress, _to_float
+
+log = logging.getLogger(__name__)
+
+
+def restricted_argmax(probs: np.ndarray, labels: tuple[str, ...], allowed: tuple[str, ...]) -> np.ndarray:
+    """Best label among ``allowed`` (a corpus's own set) for each row of ``probs``."""
+    keep = np.array([lab in allowed for lab in labels])
+    masked = np.where(keep[None, :], probs, -np.inf)
+    return masked.argmax(axis=1)
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
+    m = np.zeros((n, n), dtype=np.int64)
+    np.add.at(m, (y_true, y_pred), 1)
+    return m
+
+
+def macro_f1(cm: np.ndarray, classes: list[int]) -> float:
+    f1s = []
+    for c in classes:
+        tp = cm[c, c]
+        fp = cm[:, c].sum() - tp
+        fn = cm[c, :].sum() - tp
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s)) if f1s else 0.0
+
+
+def score(probs: np.ndarray, clips: list[Clip], labels: tuple[str, ...]) -> dict:
+    """Accuracy and macro-F1 per corpus (own label set), plus confusion matrices."""
+    index = {lab: i for i, lab in enumerate(labels)}
+    out: dict = {"labels": list(labels), "corpora": {}}
+    y_all, p_all = [], []
+    for corpus in sorted({c.corpus for c in clips}):
+        rows = [i for i, c in enumerate(clips) if c.corpus == corpus]
+        allowed = CORPUS_LABELS[corpus]
+        y = np.array([index[clips[i].label] for i in rows])
+        p = restricted_argmax(probs[rows], labels, allowed)
+        cm = confusion(y, p, len(labels))
+        out["corpora"][corpus] = {
+            "clips": len(rows),
+            "classes": len(allowed),
+            "accuracy": round(float((y == p).mean()), 4),
+            "macro_f1": round(macro_f1(cm, [index[a] for a in allowed]), 4),
+            "confusion": cm.tolist(),
+        }
+        y_all.append(y)
+        p_all.append(p)
+    if y_all:
+        y, p = np.concatenate(y_all), np.concatenate(p_all)
+        cm = confusion(y, p, len(labels))
+        out["all"] = {"clips": int(y.size), "accuracy": round(float((y == p).mean()), 4),
+                      "macro_f1": round(macro_f1(cm, list(range(len(labels)))), 4), "confusion": cm.tolist()}
+    return out
+
+
+def predict(model: EmotionModel, audio: list[np.ndarray]) -> np.ndarray:
+    prog = Progress("score", len(audio))
+    rows = []
+    for a in audio:
+        rows.append(model.predict_features(model.features(_to_float(a))))
+        prog.step()
+    return np.array(rows)
+
+
+def evaluate_model(model_path: Path, data: Path, cache_dir: Path, split_file: Path | None = None,
+                   part: str = "test") -> tuple[dict, list[Clip]]:
+    model = EmotionModel(model_path)
+    clips = scan(data).clips
+    if split_file is not None:
+        files = set(json.loads(split_file.read_text())["parts"][part]["files"])
+        clips = [c for c in clips if str(c.path.relative_to(data)) in files]
+        log.info("scoring the %s part of %s: %d clips", part, split_file, len(clips))
+    unknown = sorted({c.label for c in clips} - set(model.labels))
+    if unknown:
+        raise ValueError(f"model has no label for {unknown}")
+    vad = model.meta.vad or VadConfig()
+    clips, audio = AudioCache(cache_dir, vad).trimmed(clips)
+    probs = predict(model, audio)
+    return score(probs, clips, model.labels), clips
+
+
+def plot_confusion(result: dict, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    corpora = list(result["corpora"])
+    labels = result["labels"]
+    fig, axes = plt.subplots(1, len(corpora) + 1, figsize=(4.2 * (len(corpora) + 1), 4.4))
+    panels = [(c, result["corpora"][c]) for c in corpora] + [("all", result["all"])]
+    for ax, (name, r) in zip(np.atleast_1d(axes), panels, strict=True):
+        cm = np.array(r["confusion"], dtype=float)
+        used = [i for i in range(len(labels)) if cm[i].sum() > 0 or cm[:, i].sum() > 0]
+        cm = cm[np.ix_(used, used)]
+        norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(len(used)), [labels[i][:4] for i in used], rotation=90, fontsize=7)
+        ax.set_yticks(range(len(used)), [labels[i][:4] for i in used], fontsize=7)
+        for i in range(len(used)):
+            for j in range(len(used)):
+                if cm[i, j]:
+                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6,
+                            color="white" if norm[i, j] > 0.5 else "black")
+        ax.set_title(f"{name}: acc {r['accuracy']:.2f}, F1 {r['macro_f1']:.2f}", fontsize=9)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
