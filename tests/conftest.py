@@ -46,9 +46,10 @@ class VirtualMic:
 
     @staticmethod
     def _tmp_wav(y: np.ndarray, sr: int) -> Path:
-        f = tempfile.NamedTemporaryFile(suffix=".wav", delete=False)
-        sf.write(f.name, y, sr)
-        return Path(f.name)
+        with tempfile.NamedTemporaryFile(suffix=".wav", delete=False) as f:
+            path = Path(f.name)
+        sf.write(path, y, sr)
+        return path
 
 
 def ensure_virtual_mic() -> None:
