@@ -60,7 +60,7 @@ class FeatureConfig:
     fmin: float = 0.0
     fmax: float | None = None
     htk: bool = False
-    norm: str | None = "slaney"
+    norm: str | None = "slaney"  # mel filter normalisation (librosa.filters.mel's `norm`)
     n_mfcc: int = 40
     top_db: float | None = 80.0
     lifter: float = 0.0
@@ -254,15 +254,38 @@ def _power_spectrum(y, window, n_fft, hop, rev, tw_re, tw_im, rtw_re, rtw_im, po
     im = np.zeros((m, _BATCH), dtype=np.float64)
     for t0 in range(0, n_frames, _BATCH):
         nb = min(_BATCH, n_frames - t0)
+        first = (t0 * hop - pad) >= 0 and ((t0 + nb - 1) * hop - pad + n_fft) <= n
         for j in range(m):
             r = rev[j]
             w0 = window[2 * j]
             w1 = window[2 * j + 1]
+            if first:  # every sample of these frames is inside the signal
+                for f in range(nb):
+                    i0 = (t0 + f) * hop - pad + 2 * j
+                    re[r, f] = y[i0] * w0
+                    im[r, f] = y[i0 + 1] * w1
+            else:
+                for f in range(nb):
+                    i0 = (t0 + f) * hop - pad + 2 * j
+                    re[r, f] = y[i0] * w0 if 0 <= i0 < n else 0.0
+                    im[r, f] = y[i0 + 1] * w1 if 0 <= i0 + 1 < n else 0.0
+        # stages of size 2 and 4 together: their twiddles are 1 and -i, no multiplies
+        for base in range(0, m, 4):
             for f in range(nb):
-                i0 = (t0 + f) * hop - pad + 2 * j
-                re[r, f] = y[i0] * w0 if 0 <= i0 < n else 0.0
-                im[r, f] = y[i0 + 1] * w1 if 0 <= i0 + 1 < n else 0.0
-        size = 2
+                ar, ai = re[base, f], im[base, f]
+                br, bi = re[base + 1, f], im[base + 1, f]
+                cr, ci = re[base + 2, f], im[base + 2, f]
+                dr, di = re[base + 3, f], im[base + 3, f]
+                s0r, s0i = ar + br, ai + bi
+                d0r, d0i = ar - br, ai - bi
+                s1r, s1i = cr + dr, ci + di
+                d1r, d1i = cr - dr, ci - di
+                re[base, f], im[base, f] = s0r + s1r, s0i + s1i
+                re[base + 2, f], im[base + 2, f] = s0r - s1r, s0i - s1i
+                # (d1) * (-i) = (d1i, -d1r)
+                re[base + 1, f], im[base + 1, f] = d0r + d1i, d0i - d1r
+                re[base + 3, f], im[base + 3, f] = d0r - d1i, d0i + d1r
+        size = 8
         while size <= m:
             halfsize = size // 2
             step = m // size
@@ -456,6 +479,9 @@ def mfcc(
     *,
     sr: int = 16000,
     n_mfcc: int = 20,
+    dct_type: int = 2,
+    norm: str | None = "ortho",
+    lifter: float = 0.0,
     n_fft: int = 2048,
     hop_length: int = 512,
     win_length: int | None = None,
@@ -463,16 +489,17 @@ def mfcc(
     fmin: float = 0.0,
     fmax: float | None = None,
     htk: bool = False,
-    norm: str | None = "slaney",
     top_db: float | None = 80.0,
-    lifter: float = 0.0,
     power: float = 2.0,
 ) -> np.ndarray:
-    """MFCC with librosa's parameter names and defaults (``window='hann'``, ``center=True``,
-    ``pad_mode='constant'``, ``dct_type=2``, ``norm='ortho'`` DCT).
+    """MFCC with ``librosa.feature.mfcc``'s parameter names, meanings and defaults
+    (``window='hann'``, ``center=True``, ``pad_mode='constant'``, slaney-normalised mel
+    filters). As in librosa, ``norm`` is the DCT's normalisation: only ``dct_type=2``
+    with ``norm='ortho'`` is implemented. (``FeatureConfig.norm`` is the *mel filter*
+    norm, as in ``librosa.feature.melspectrogram``.)
 
-    Returns ``(n_mfcc, 1 + len(y) // hop_length)``; agrees with ``librosa.feature.mfcc``
-    to float64 rounding of the FFT (see ``tests/test_features.py`` for the tolerance).
+    Returns ``(n_mfcc, 1 + len(y) // hop_length)``; agrees with librosa to float64
+    rounding of the FFT (see ``tests/test_features.py`` for the tolerance).
 
     Raises
     ------
@@ -483,9 +510,11 @@ def mfcc(
     --------
     FeatureExtractor : the same computation with tables kept between calls.
     """
+    if dct_type != 2 or norm != "ortho":
+        raise FeatureConfigError("only the orthonormal DCT-II (dct_type=2, norm='ortho') is implemented")
     config = FeatureConfig(
         sr=sr, n_fft=n_fft, win_length=win_length or n_fft, hop_length=hop_length,
-        n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk, norm=norm, n_mfcc=n_mfcc,
+        n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk, norm="slaney", n_mfcc=n_mfcc,
         top_db=top_db, lifter=lifter, power=power, delta_order=0,
     )
     return _extractor_for(config).mfcc(y)

@@ -192,7 +192,8 @@ class Segmenter:
             if ev is not None:
                 events.append(ev)
             self._trim_history()
-        elif self._pos - self._seg_start >= self._max_len:
+        elif self._pos + self.frame_length - self._seg_start > self._max_len:
+            # the next frame would make it longer than max_speech_ms: cut here
             ev = self._close(self._pos, forced=True)
             if ev is not None:
                 events.append(ev)

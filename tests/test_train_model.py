@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from procs import EXAMPLES, serstream
 
@@ -27,16 +28,17 @@ def _meta() -> ModelMetadata:
 
 def test_onnx_and_pytorch_agree(tmp_path):
     torch.manual_seed(0)
-    net = EmotionCNN(120, len(LABELS), width=32)
+    net = EmotionCNN(120, len(LABELS), width=32, clip_norm=True)
     net.eval()
     path = export(net, _meta(), tmp_path / "m.onnx")
     assert max_difference(net, path, lengths=(1, 2, 3, 50, 777)) < 1e-5
 
 
-def test_masked_batch_equals_single_clip():
+@pytest.mark.parametrize("clip_norm", [False, True])
+def test_masked_batch_equals_single_clip(clip_norm):
     """A padded clip in a training batch scores as it does alone in the daemon."""
     torch.manual_seed(0)
-    net = EmotionCNN(120, len(LABELS), width=32).eval()
+    net = EmotionCNN(120, len(LABELS), width=32, clip_norm=clip_norm).eval()
     a, b = torch.randn(1, 37, 120), torch.randn(1, 90, 120)
     x = torch.zeros(2, 90, 120)
     x[0, :37], x[1] = a[0], b[0]

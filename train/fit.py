@@ -41,6 +41,11 @@ class FitConfig:
     dropout: float = 0.3
     seed: int = 7
     threads: int = 2
+    clip_norm: bool = True  # per-clip mean normalisation inside the network
+    time_masks: int = 2  # SpecAugment-style masks on training inputs
+    time_mask_frames: int = 12
+    feature_masks: int = 2
+    feature_mask_width: int = 8
     limit: int | None = None  # clips per corpus (quick runs, tests)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     vad: VadConfig = field(default_factory=VadConfig)
@@ -81,6 +86,24 @@ def _pad(feats: list[np.ndarray], mean: np.ndarray, std: np.ndarray) -> tuple[to
         x[i, : f.shape[0]] = (f - mean) / std
         m[i, : f.shape[0]] = 1
     return torch.from_numpy(x), torch.from_numpy(m)
+
+
+def _mask_inputs(x: torch.Tensor, m: torch.Tensor, config: FitConfig, rng: np.random.Generator) -> None:
+    """SpecAugment on the standardised features: blank a few time spans and a few
+    coefficient bands (set to the training mean, i.e. 0), in place."""
+    lengths = m.sum(dim=1).long().tolist()
+    n_feat = x.shape[2]
+    for i, length in enumerate(lengths):
+        for _ in range(config.time_masks):
+            w = int(rng.integers(0, config.time_mask_frames + 1))
+            if 0 < w < length:
+                s = int(rng.integers(0, length - w))
+                x[i, s : s + w] = 0.0
+        for _ in range(config.feature_masks):
+            w = int(rng.integers(0, config.feature_mask_width + 1))
+            if w:
+                s = int(rng.integers(0, n_feat - w))
+                x[i, :, s : s + w] = 0.0
 
 
 def _probs(net: EmotionCNN, feats: list[np.ndarray], mean, std, batch: int = 64) -> np.ndarray:
@@ -142,7 +165,7 @@ def fit(data: Path, out_dir: Path, cache_dir: Path, config: FitConfig = FitConfi
     class_w = torch.tensor(np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(LABELS), 0),
                            dtype=torch.float32).clamp(max=5.0)
 
-    net = EmotionCNN(config.features.n_features, len(LABELS), config.width, config.dropout)
+    net = EmotionCNN(config.features.n_features, len(LABELS), config.width, config.dropout, config.clip_norm)
     n_params = sum(p.numel() for p in net.parameters())
     log.info("network: %d parameters; %d train / %d val clips", n_params, len(train_clips), len(val_clips))
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -167,6 +190,7 @@ def fit(data: Path, out_dir: Path, cache_dir: Path, config: FitConfig = FitConfi
         total, n = 0.0, 0
         for b in _batches(lengths, np.arange(len(order)), config.batch_size, rng):
             x, m = _pad([feats[j] for j in b], mean, std)
+            _mask_inputs(x, m, config, rng)
             target = torch.from_numpy(y_train[order[b]])
             loss = loss_fn(net(x, m), target)
             opt.zero_grad()
@@ -298,8 +322,10 @@ standardised with training-set means/stds (stored in the ONNX metadata). Every c
 the daemon's WebRTC VAD (`serstream.vad.trim`, settings stored in the model).
 
 ## Training
-Compact CNN (3 dilated 1-D convolutions, mean+std pooling, 2-layer head), AdamW + one-cycle,
-label smoothing, class-balanced loss, corpora sampled in proportion to sqrt(size). Augmentation on
+Compact CNN (3 dilated 1-D convolutions, mean+std pooling, 2-layer head){' with per-clip mean normalisation in the graph' if card['training'].get('clip_norm') else ''},
+AdamW + one-cycle, label smoothing, class-balanced loss, corpora sampled in proportion to sqrt(size),
+SpecAugment-style masks ({card['training'].get('time_masks', 0)} time × ≤{card['training'].get('time_mask_frames', 0)} frames,
+{card['training'].get('feature_masks', 0)} bands × ≤{card['training'].get('feature_mask_width', 0)} coefficients). Augmentation on
 training clips only, after the split: white noise (SNR {card['augmentation']['noise_snr_db']} dB,
 p={card['augmentation']['noise_p']}), random gain ({card['augmentation']['gain_db']} dB, p={card['augmentation']['gain_p']}),
 polarity inversion (p={card['augmentation']['polarity_p']}), and cached time-stretch

@@ -13,8 +13,13 @@ from torch import nn
 
 
 class EmotionCNN(nn.Module):
-    def __init__(self, n_features: int, n_labels: int, width: int = 160, dropout: float = 0.3) -> None:
+    def __init__(self, n_features: int, n_labels: int, width: int = 160, dropout: float = 0.3,
+                 clip_norm: bool = False) -> None:
         super().__init__()
+        # Per-clip mean normalisation (CMN) inside the graph: removes the constant
+        # offsets a voice and a microphone put on every frame, which otherwise let the
+        # network recognise speakers instead of emotions.
+        self.clip_norm = clip_norm
         self.convs = nn.ModuleList([
             nn.Conv1d(n_features, width, 5, padding=2),
             nn.Conv1d(width, width, 5, padding=4, dilation=2),
@@ -30,6 +35,11 @@ class EmotionCNN(nn.Module):
         """x: [batch, time, features]; mask: [batch, time] (1 = real frame). Returns logits."""
         h = x.transpose(1, 2)
         m = None if mask is None else mask.unsqueeze(1)
+        if self.clip_norm:
+            if m is None:
+                h = h - h.mean(dim=2, keepdim=True)
+            else:
+                h = (h - (h * m).sum(dim=2, keepdim=True) / m.sum(dim=2, keepdim=True).clamp(min=1.0)) * m
         for conv, norm in zip(self.convs, self.norms, strict=True):
             h = torch.relu(norm(conv(h)))
             if m is not None:

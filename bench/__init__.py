@@ -1,0 +1,1 @@
+"""Speed and memory of serstream, each figure beside a reference measured in the same run."""

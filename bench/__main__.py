@@ -1,0 +1,58 @@
+"""``python -m bench [--quick]``: measure, print a Markdown report, write bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="python -m bench")
+    p.add_argument("--quick", action="store_true", help="fewer repeats and less audio (~2 min)")
+    p.add_argument("--only", nargs="*", default=None,
+                   help="sections: mfcc jit latency partials throughput memory startup scale")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "RESULTS.md")
+    args = p.parse_args()
+
+    from bench import mfcc, stream
+    from bench.common import machine
+    from serstream.model import EmotionModel, default_model_path
+
+    model = default_model_path()
+    model_id = EmotionModel(model).model_id
+    sections = [
+        ("mfcc", "MFCC: serstream.features vs librosa", lambda: mfcc.run(args.quick)),
+        ("jit", "First call: JIT compile vs on-disk cache", lambda: mfcc.first_call(args.quick)),
+        ("latency", "End-to-end latency", lambda: stream.latency(model, args.quick)),
+        ("partials", "Partial results during long speech", lambda: stream.partials(model, args.quick)),
+        ("throughput", "Throughput (replay --speed 0)", lambda: stream.throughput(model, args.quick)),
+        ("memory", "Memory over a long stream", lambda: stream.memory(model, args.quick)),
+        ("startup", "Start-up", lambda: stream.startup(model, args.quick)),
+        ("scale", "Scale: concurrent real-time streams", lambda: stream.scale(model, args.quick)),
+    ]
+    out = [f"# serstream benchmarks{' (quick)' if args.quick else ''}", "",
+           f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {machine()}.",
+           f"Model: `{model.name}` ({model_id}). Command: `python -m bench{' --quick' if args.quick else ''}`.", ""]
+    for key, title, fn in sections:
+        if args.only and key not in args.only:
+            continue
+        t0 = time.monotonic()
+        print(f"bench: {title} ...", file=sys.stderr, flush=True)
+        rows = fn()
+        out += [f"## {title}", "", *rows, "", f"_({time.monotonic() - t0:.0f} s)_", ""]
+        print("\n".join([f"## {title}", "", *rows, ""]), flush=True)
+    args.out.write_text("\n".join(out))
+    print(f"written {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
