@@ -12,12 +12,12 @@ import soxr
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from procs import EXAMPLES, free_endpoint, serstream, spawn
-from tiny_model import build
 
+from procs import EXAMPLES, free_endpoint, serstream, spawn
 from serstream.decode import load_audio
 from serstream.features import FeatureConfig, FeatureExtractor
 from serstream.vad import Segmenter, VadConfig
+from tiny_model import build
 
 
 @pytest.fixture(scope="module")

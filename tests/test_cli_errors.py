@@ -9,6 +9,7 @@ import socket
 import numpy as np
 import pytest
 import soundfile as sf
+
 from procs import EXAMPLES, assert_one_line_error, free_endpoint, serstream
 from tiny_model import build, metadata, mutate
 

@@ -6,8 +6,8 @@ import json
 import time
 
 import zmq
-from procs import free_endpoint
 
+from procs import free_endpoint
 from serstream.client import MAX_MESSAGE_BYTES, Subscriber
 from serstream.publish import PublishConfig, Publisher, is_loopback_endpoint
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from procs import EXAMPLES, free_endpoint, spawn
-from tiny_model import build, build_slow
 
+from procs import EXAMPLES, free_endpoint, spawn
 from serstream.client import Subscriber
 from serstream.decode import load_audio
 from serstream.vad import segments
+from tiny_model import build, build_slow
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 
 from procs import EXAMPLES
 from serstream.decode import load_audio
-from serstream.features import FeatureConfig, FeatureConfigError, FeatureExtractor, mel_filterbank, mfcc
+from serstream.features import (
+    FeatureConfig,
+    FeatureConfigError,
+    FeatureExtractor,
+    mel_filterbank,
+    mfcc,
+)
 
 ATOL = 1e-4  # measured worst case is ~4e-7 on MFCC values of magnitude ~100-600
 PROJECT = dict(n_fft=512, hop_length=160, win_length=400, n_mels=64, n_mfcc=40)

@@ -7,11 +7,11 @@ import signal
 import time
 
 import pytest
-from procs import EXAMPLES, free_endpoint, spawn
-from tiny_model import build
 
+from procs import EXAMPLES, free_endpoint, spawn
 from serstream.client import Subscriber
 from serstream.decode import load_audio
+from tiny_model import build
 
 
 @pytest.fixture(scope="module")

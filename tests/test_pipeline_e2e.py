@@ -9,13 +9,13 @@ import jsonschema
 import numpy as np
 import pytest
 import soundfile as sf
-from procs import EXAMPLES, free_endpoint, serstream, spawn
-from tiny_model import build
 
+from procs import EXAMPLES, free_endpoint, serstream, spawn
 from serstream.client import Subscriber
 from serstream.decode import load_audio
 from serstream.model import EmotionModel
 from serstream.vad import VadConfig, segments
+from tiny_model import build
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "serstream/schema/event.schema.json").read_text())
 

@@ -7,11 +7,11 @@ import shutil
 import stat
 
 import pytest
-from procs import EXAMPLES, assert_one_line_error, free_endpoint, serstream, spawn
-from tiny_model import build
 
+from procs import EXAMPLES, assert_one_line_error, free_endpoint, serstream, spawn
 from serstream.client import Subscriber
 from serstream.security import CurveClient
+from tiny_model import build
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from procs import EXAMPLES
 
+from procs import EXAMPLES
 from serstream.decode import load_audio
 from serstream.features import FeatureConfig, FeatureExtractor
 from train.augment import (

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from procs import EXAMPLES, serstream
 
+from procs import EXAMPLES, serstream
 from serstream.decode import load_audio
 from serstream.features import FeatureConfig
 from serstream.model import EmotionModel, ModelMetadata
