@@ -285,16 +285,57 @@ def _power_spectrum(y, window, n_fft, hop, rev, tw_re, tw_im, rtw_re, rtw_im, po
                 # (d1) * (-i) = (d1i, -d1r)
                 re[base + 1, f], im[base + 1, f] = d0r + d1i, d0i - d1r
                 re[base + 3, f], im[base + 3, f] = d0r - d1i, d0i + d1r
-        size = 8
-        while size <= m:
-            halfsize = size // 2
-            step = m // size
-            for base in range(0, m, size):
-                for k in range(halfsize):
+        # then radix-4 passes: two radix-2 stages per sweep over the data
+        size = 4  # length of the sub-transforms done so far
+        while size * 4 <= m:
+            step1 = m // (2 * size)
+            step2 = m // (4 * size)
+            for base in range(0, m, 4 * size):
+                for k in range(size):
+                    w1r = tw_re[k * step1]
+                    w1i = tw_im[k * step1]
+                    w2r = tw_re[k * step2]
+                    w2i = tw_im[k * step2]
+                    a = base + k
+                    b = a + size
+                    c = b + size
+                    d = c + size
+                    for f in range(nb):
+                        # stage of length 2*size: (a, b) and (c, d) with twiddle w1
+                        tr = re[b, f] * w1r - im[b, f] * w1i
+                        ti = re[b, f] * w1i + im[b, f] * w1r
+                        a1r = re[a, f] + tr
+                        a1i = im[a, f] + ti
+                        b1r = re[a, f] - tr
+                        b1i = im[a, f] - ti
+                        tr = re[d, f] * w1r - im[d, f] * w1i
+                        ti = re[d, f] * w1i + im[d, f] * w1r
+                        c1r = re[c, f] + tr
+                        c1i = im[c, f] + ti
+                        d1r = re[c, f] - tr
+                        d1i = im[c, f] - ti
+                        # stage of length 4*size: (a, c) with w2, (b, d) with w2 * (-i)
+                        tr = c1r * w2r - c1i * w2i
+                        ti = c1r * w2i + c1i * w2r
+                        re[a, f] = a1r + tr
+                        im[a, f] = a1i + ti
+                        re[c, f] = a1r - tr
+                        im[c, f] = a1i - ti
+                        tr = d1r * w2i + d1i * w2r  # (d1 * w2) * -i = (im, -re)
+                        ti = -(d1r * w2r - d1i * w2i)
+                        re[b, f] = b1r + tr
+                        im[b, f] = b1i + ti
+                        re[d, f] = b1r - tr
+                        im[d, f] = b1i - ti
+            size *= 4
+        if size * 2 <= m:  # an odd number of stages: one radix-2 sweep to finish
+            step = m // (2 * size)
+            for base in range(0, m, 2 * size):
+                for k in range(size):
                     wr = tw_re[k * step]
                     wi = tw_im[k * step]
                     i = base + k
-                    jx = i + halfsize
+                    jx = i + size
                     for f in range(nb):
                         xr = re[jx, f] * wr - im[jx, f] * wi
                         xi = re[jx, f] * wi + im[jx, f] * wr
@@ -302,7 +343,6 @@ def _power_spectrum(y, window, n_fft, hop, rev, tw_re, tw_im, rtw_re, rtw_im, po
                         im[jx, f] = im[i, f] - xi
                         re[i, f] += xr
                         im[i, f] += xi
-            size *= 2
         for k in range(n_bins):
             k1 = k % m
             k2 = (m - k) % m
