@@ -109,3 +109,24 @@ def test_second_signal_exits_at_once(tiny):
     daemon.wait(timeout=3)
     assert time.monotonic() - t0 < 1.0
     assert daemon.returncode in (0, 130), daemon.stderr.read()
+
+
+def test_device_at_another_rate_is_resampled(virtual_mic, tiny):
+    """A device running at 44.1 kHz: captured at its rate, resampled (soxr) before the VAD."""
+    clip = EXAMPLES / "fear_tess_OAF_back_fear.wav"
+    ep = free_endpoint()
+    daemon = spawn("run", "--model", tiny, "--bind", ep, "--stats-interval", "0.5", "--samplerate", "44100")
+    try:
+        with Subscriber(ep, topics=("emotion", "stats")) as sub:
+            first = _wait_stats(sub)
+            assert first["device_samplerate"] == 44100
+            virtual_mic.play(clip).wait(timeout=30)
+            finals, stats = _finals(sub, 1, timeout=15)
+        assert len(finals) == 1
+        # stream time is counted at the model's 16 kHz whatever the device rate
+        assert 0.8 <= finals[0]["end"] - finals[0]["start"] <= load_audio(clip).duration + 0.6
+        assert stats[-1]["frames_captured"] >= 44100 * 1.5
+    finally:
+        daemon.send_signal(signal.SIGINT)
+        daemon.communicate(timeout=10)
+    assert daemon.returncode == 0
