@@ -42,3 +42,19 @@ def assert_one_line_error(stderr: str, *needles: str) -> None:
     joined = "\n".join(errors)
     for n in needles:
         assert n.lower() in joined.lower(), f"{n!r} not in {joined!r}"
+
+
+def collect(sub, proc: subprocess.Popen, limit: float = 120) -> list[dict]:
+    """Every event a subscriber gets until the publishing process has exited (and what
+    was still in flight), instead of waiting out a timeout after the last one."""
+    import time
+
+    got: list[dict] = []
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        ev = sub.recv(timeout=0.2)
+        if ev is not None:
+            got.append(ev)
+        elif proc.poll() is not None:
+            return got + list(sub.events(timeout=0.5))
+    raise AssertionError(f"publisher still running after {limit} s")

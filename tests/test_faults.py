@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from procs import EXAMPLES, free_endpoint, spawn
+from procs import EXAMPLES, collect, free_endpoint, spawn
 from serstream.client import Subscriber
 from serstream.decode import load_audio
 from serstream.vad import segments
@@ -120,7 +120,7 @@ def test_reconnecting_subscriber_sees_the_gap(tiny, tmp_path):
         first = sub.recv(timeout=30)
         assert first is not None and first["seq"] == 0
         sub.reconnect(away=3.0)  # what is published meanwhile is lost to us
-        rest = list(sub.events(timeout=20))
+        rest = collect(sub, proc)
         proc.communicate(timeout=60)
     assert rest, "nothing received after reconnecting"
     assert rest[0]["seq"] > 1, "expected to resume at the current sequence number"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from procs import EXAMPLES, free_endpoint, serstream, spawn
+from procs import EXAMPLES, collect, free_endpoint, serstream, spawn
 from serstream.client import Subscriber
 from serstream.decode import load_audio
 from serstream.model import EmotionModel
@@ -47,7 +47,7 @@ def test_replay_publishes_expected_events_in_order(tmp_path, tiny):
     with Subscriber(ep, topics=("emotion", "stats")) as sub:
         proc = spawn("replay", "--model", tiny, "--bind", ep, "--speed", "0", "--quiet",
                      "--wait-subscriber", "20", *files)
-        received = list(sub.events(timeout=30))
+        received = collect(sub, proc)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     emotions = [e for e in received if e["topic"] == "emotion"]

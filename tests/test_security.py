@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from procs import EXAMPLES, assert_one_line_error, free_endpoint, serstream, spawn
+from procs import EXAMPLES, assert_one_line_error, collect, free_endpoint, serstream, spawn
 from serstream.client import Subscriber
 from serstream.security import CurveClient
 from tiny_model import build
@@ -53,7 +53,7 @@ def test_only_authorised_subscriber_receives(keys, tiny):
     proc = spawn("replay", "--model", tiny, "--bind", ep, "--speed", "0", "--json",
                  "--curve-secret", d / "server.key_secret", "--allow-clients", allowed,
                  "--wait-subscriber", "20", *clips)
-    got_alice = list(alice.events(timeout=20))
+    got_alice = collect(alice, proc)
     out, err = proc.communicate(timeout=60)
     got_mallory = list(mallory.events(timeout=1))
     got_plain = list(plain.events(timeout=1))
