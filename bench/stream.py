@@ -3,7 +3,6 @@ start-up and how many real-time streams one machine carries."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -196,34 +195,45 @@ def startup(model: Path, quick: bool) -> list[str]:
 
 
 def scale(model: Path, quick: bool) -> list[str]:
+    """N replay processes at real-time pace at once; a stream keeps up if, from the moment
+    it is ready (model loaded) to its exit, it takes no more than its audio + 1 s."""
+    import threading
+
     with tempfile.TemporaryDirectory() as d:
         path, dur = joined(speech_clips(5, seed=4), 0.8, Path(d) / "stream.wav")
-        # start-up cost, measured once alone, is not lag
-        t0 = time.monotonic()
-        subprocess.run([sys.executable, "-m", "serstream", "replay", "--model", str(model), "--no-publish",
-                        "--quiet", "--speed", "0", str(path)], cwd=ROOT, check=True, capture_output=True)
-        base = time.monotonic() - t0
-        rows = ["| concurrent streams (one process each, real-time pace) | worst lag | keeps up |",
-                "|---|---|---|"]
+        rows = ["| concurrent streams (one process each, real-time pace) | median lag | worst lag | keeps up |",
+                "|---|---|---|---|"]
         best = 0
-        for n in ((1, 2, 4, 8) if quick else (1, 2, 4, 8, 16, 24, 32)):
-            env = dict(os.environ)
-            t0 = time.monotonic()
-            procs = [subprocess.Popen([sys.executable, "-m", "serstream", "replay", "--model", str(model),
-                                       "--no-publish", "--quiet", "--speed", "1", str(path)], cwd=ROOT, env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n)]
-            ends = []
-            for p in procs:
+        for n in ((1, 4, 8) if quick else (1, 4, 8, 16, 24, 32, 48)):
+            ready: dict[int, float] = {}
+
+            def watch(i: int, proc: subprocess.Popen, ready: dict[int, float] = ready) -> None:
+                for line in proc.stderr:
+                    if "INFO: model" in line and i not in ready:
+                        ready[i] = time.monotonic()
+
+            procs, threads = [], []
+            for i in range(n):
+                p = subprocess.Popen([sys.executable, "-m", "serstream", "replay", "--model", str(model),
+                                      "--no-publish", "--quiet", "--speed", "1", str(path)], cwd=ROOT,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                t = threading.Thread(target=watch, args=(i, p), daemon=True)
+                t.start()
+                procs.append(p)
+                threads.append(t)
+            lags = []
+            for i, p in enumerate(procs):
                 p.wait()
-                ends.append(time.monotonic() - t0)
-            lag = max(ends) - dur - base
-            ok = lag <= 1.5
+                threads[i].join(timeout=5)
+                lags.append(time.monotonic() - ready.get(i, time.monotonic()) - dur)
+            worst = max(lags)
+            ok = worst <= 1.0 and all(p.returncode == 0 for p in procs)
             best = n if ok else best
-            rows.append(f"| {n} | {lag:+.2f} s | {'yes' if ok else 'no'} |")
+            rows.append(f"| {n} | {np.median(lags):+.2f} s | {worst:+.2f} s | {'yes' if ok else 'no'} |")
             if not ok:
                 break
-    rows += ["", f"Each process replays the same {dur:.1f} s file at speed 1. Replay never drops audio (it waits), "
-             "so falling behind shows as lag: wall time − audio − one process's start-up "
-             f"({base:.1f} s, measured alone; start-ups of many processes at once contend too). "
-             f"**{best} streams** keep up within 1.5 s on this machine."]
+    rows += ["", f"Each process replays the same {dur:.1f} s file at speed 1 (design: one daemon per stream). "
+             "Replay never drops audio (it waits), so falling behind shows as lag: time from the stream's "
+             "ready log line to its exit, minus the audio duration (the wait of the last partial frame "
+             f"and the final flush are included). **{best} concurrent streams** keep up within 1 s here."]
     return rows

@@ -83,3 +83,13 @@ def test_short_fit_produces_a_model_the_daemon_runs(tmp_path, data_dir):
                   EXAMPLES / "angry_cremad_1001_DFA_ANG_XX.wav")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.splitlines()[-1])["label"] in LABELS
+
+
+def test_eda_writes_its_figures(tmp_path, data_dir):
+    from train.eda import eda
+
+    written = eda(data_dir, tmp_path)
+    assert {p.name for p in written} == {"label_distribution.png", "emotions_waveform_mel_mfcc.png",
+                                         "augmentations.png"}
+    for p in written:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 20_000

@@ -19,6 +19,13 @@ from train.corpora import CORPORA, LABELS, scan
 log = logging.getLogger(__name__)
 
 
+def _mfcc_image(ax, m: np.ndarray) -> None:
+    """c1.. standardised per coefficient: c0 (loudness) would wash out the colour scale."""
+    z = m[1:]
+    z = (z - z.mean(axis=1, keepdims=True)) / (z.std(axis=1, keepdims=True) + 1e-9)
+    ax.imshow(z, origin="lower", aspect="auto", cmap="coolwarm", vmin=-3, vmax=3)
+
+
 def eda(data: Path, out: Path) -> list[Path]:
     import librosa
     import matplotlib
@@ -61,12 +68,12 @@ def eda(data: Path, out: Path) -> list[Path]:
         mel = librosa.power_to_db(librosa.feature.melspectrogram(
             y=y, sr=cfg.sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length, n_mels=cfg.n_mels))
         axes[1, j].imshow(mel, origin="lower", aspect="auto", cmap="magma")
-        axes[2, j].imshow(fx.mfcc(trim(y)), origin="lower", aspect="auto", cmap="coolwarm")
+        _mfcc_image(axes[2, j], fx.mfcc(trim(y)))
         for i in range(3):
             axes[i, j].tick_params(labelsize=6)
     axes[0, 0].set_ylabel("waveform")
     axes[1, 0].set_ylabel("mel spectrogram (dB)")
-    axes[2, 0].set_ylabel("MFCC (VAD-trimmed)")
+    axes[2, 0].set_ylabel("MFCC c1.. (VAD-trimmed,\nstandardised per coefficient)")
     fig.tight_layout()
     written.append(out / "emotions_waveform_mel_mfcc.png")
     fig.savefig(written[-1], dpi=110)
@@ -87,9 +94,9 @@ def eda(data: Path, out: Path) -> list[Path]:
         axes[0, j].plot(np.arange(a.size) / cfg.sr, a, lw=0.4)
         axes[0, j].set_title(name, fontsize=8)
         axes[0, j].set_ylim(-1, 1)
-        axes[1, j].imshow(fx.mfcc(np.clip(a, -1, 1)), origin="lower", aspect="auto", cmap="coolwarm")
+        _mfcc_image(axes[1, j], fx.mfcc(np.clip(a, -1, 1)))
     axes[0, 0].set_ylabel("waveform")
-    axes[1, 0].set_ylabel("MFCC")
+    axes[1, 0].set_ylabel("MFCC c1.. (standardised)")
     fig.suptitle(f"Augmentations of {clip.path.name}", fontsize=9)
     fig.tight_layout()
     written.append(out / "augmentations.png")
