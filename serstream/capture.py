@@ -167,6 +167,10 @@ class MicSource:
         """A microphone never runs out: faults are handled by :meth:`poll`."""
         return False
 
+    def wait(self, timeout: float) -> None:
+        """Poll: the PortAudio callback must not take the lock an Event would need."""
+        time.sleep(timeout)
+
     def poll(self) -> bool:
         """Watch the stream; reopen it when it died. True when the state changed."""
         now = time.monotonic()

@@ -8,7 +8,7 @@ daemon sends against it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = ["SCHEMA_VERSION", "EMOTION_TOPIC", "STATS_TOPIC", "EmotionEvent", "encode"]
@@ -52,7 +52,9 @@ class EmotionEvent:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        # shallow on purpose: dataclasses.asdict deep-copies and costs more than the
+        # rest of publishing; the caller owns the event and its dicts
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         if not d["extra"]:
             d.pop("extra")
         return d

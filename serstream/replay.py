@@ -44,12 +44,15 @@ class FileSource:
         self.channels = 1
         self.speed = speed
         self._block = max(1, sr * block_ms // 1000)
-        self._stream: AudioStream = open_audio(self.path, sr, blocksize=self._block * 8)
+        # as fast as possible: few large decode calls; paced: small ones, no latency added
+        decode_block = self._block * 8 if speed > 0 else 1 << 16
+        self._stream: AudioStream = open_audio(self.path, sr, blocksize=decode_block)
         self.ring = RingBuffer(int(sr * ring_seconds), 1)
         self.error: AudioFileError | None = None
         self.generation = 0
         self._done = threading.Event()
         self._stop = threading.Event()
+        self._data = threading.Event()  # set by the producer after each write: no polling
         self._thread = threading.Thread(target=self._produce, name=f"replay:{self.path.name}", daemon=True)
 
     def start(self) -> None:
@@ -62,6 +65,12 @@ class FileSource:
         """Files do not fail the way devices do: nothing to watch."""
         return False
 
+    def wait(self, timeout: float) -> None:
+        """Block until the producer wrote something (a file thread may signal; a
+        PortAudio callback may not, which is why MicSource polls instead)."""
+        self._data.wait(timeout)
+        self._data.clear()
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
@@ -72,10 +81,12 @@ class FileSource:
     def _produce(self) -> None:
         t0 = time.monotonic()
         written = 0
+        # paced: microphone-sized blocks; as fast as possible: whole decoded chunks
+        block = self._block if self.speed > 0 else 1 << 30
         try:
             for chunk in self._stream:
-                for i in range(0, chunk.shape[0], self._block):
-                    piece = chunk[i : i + self._block]
+                for i in range(0, chunk.shape[0], block):
+                    piece = chunk[i : i + block]
                     if self.speed > 0:
                         due = t0 + (written + piece.shape[0]) / (self.sample_rate * self.speed)
                         delay = due - time.monotonic()
@@ -89,12 +100,16 @@ class FileSource:
             self.error = exc
         finally:
             self._done.set()
+            self._data.set()
 
     def _write_all(self, piece: np.ndarray) -> None:
         off = 0
         while off < piece.shape[0]:
-            off += self.ring.write(piece[off:]) if self.ring.free else 0
+            n = self.ring.write(piece[off:]) if self.ring.free else 0
+            off += n
+            if n:
+                self._data.set()
             if off < piece.shape[0]:
                 if self._stop.is_set():
                     return
-                time.sleep(0.002)
+                time.sleep(0.002)  # ring full: the consumer is a chunk behind

@@ -41,6 +41,7 @@ class RingBuffer:
         self._w = 0  # total frames ever written (producer-owned)
         self._r = 0  # total frames ever read (consumer-owned)
         self.dropped = 0  # frames the producer could not fit (producer-owned)
+        self._stamp_start = np.zeros(stamps, dtype=np.int64)
         self._stamp_end = np.zeros(stamps, dtype=np.int64)
         self._stamp_time = np.zeros(stamps, dtype=np.float64)
         self._stamp_n = 0
@@ -66,6 +67,7 @@ class RingBuffer:
                     self._data[: n - first] = block[first:n]
             w = self._w + n
             k = self._stamp_n % self._stamp_end.shape[0]
+            self._stamp_start[k] = self._w
             self._stamp_end[k] = w
             self._stamp_time[k] = time.monotonic() if now is None else now
             self._stamp_n += 1
@@ -104,19 +106,21 @@ class RingBuffer:
 
     def arrival_time(self, frame_index: int) -> float | None:
         """Monotonic time at which frame ``frame_index`` (0-based, in write order) was
-        written, or ``None`` if that write is too old to be remembered."""
-        count = min(self._stamp_n, self._stamp_end.shape[0])
+        written; ``None`` if that write is too old to be remembered. A frame not written
+        yet gets the newest write's time."""
+        size = self._stamp_end.shape[0]
+        count = min(self._stamp_n, size)
         if count == 0:
             return None
-        size = self._stamp_end.shape[0]
-        newest = self._stamp_n - 1
-        # walk back from the newest write; the window is small and this runs per event
-        for i in range(count):
-            k = (newest - i) % size
-            end = self._stamp_end[k]
-            prev = self._stamp_end[(k - 1) % size] if i + 1 < count else -1
-            if prev <= frame_index < end:
-                return float(self._stamp_time[k])
-            if frame_index >= end:
-                return float(self._stamp_time[k]) if i == 0 else None
-        return None
+        first = self._stamp_n - count  # logical index of the oldest remembered write
+        if frame_index < self._stamp_start[first % size]:
+            return None
+        ends = self._stamp_end
+        lo, hi = 0, count  # binary search: first remembered write ending after the frame
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if ends[(first + mid) % size] > frame_index:
+                hi = mid
+            else:
+                lo = mid + 1
+        return float(self._stamp_time[(first + min(lo, count - 1)) % size])

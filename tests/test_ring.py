@@ -71,3 +71,12 @@ def test_threaded_producer_consumer_lose_nothing_when_sized():
 def test_rejects_bad_sizes(bad):
     with pytest.raises(ValueError):
         RingBuffer(*bad)
+
+
+def test_arrival_time_forgets_old_writes_and_estimates_future_ones():
+    r = RingBuffer(10_000, 1, stamps=4)
+    for i in range(6):  # writes of 10 frames at t = 0..5; only the last 4 remembered
+        r.write(np.zeros(10, np.float32), now=float(i))
+    assert r.arrival_time(5) is None and r.arrival_time(19) is None
+    assert r.arrival_time(20) == 2.0 and r.arrival_time(35) == 3.0 and r.arrival_time(59) == 5.0
+    assert r.arrival_time(60) == 5.0  # not written yet
