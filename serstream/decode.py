@@ -109,9 +109,10 @@ class AudioStream:
                 if bad.any():
                     self.non_finite += int(bad.sum())
                     mono[bad] = 0.0
-                np.clip(mono, -1.0, 1.0, out=mono)
                 if self._resampler is not None:
                     mono = self._resampler.resample_chunk(mono, last=last)
+                # after resampling: its ringing can overshoot full scale
+                np.clip(mono, -1.0, 1.0, out=mono)
                 if mono.size:
                     yield mono
                 if last:

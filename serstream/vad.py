@@ -248,6 +248,9 @@ class Segmenter:
 
     def _close(self, end: int, forced: bool = False) -> Segment | None:
         self._in_speech = False
+        # frames heard inside this segment must not trigger the next one: a hangover
+        # shorter than the start window would otherwise re-open it over its own audio
+        self._recent.clear()
         voiced_span = self._last_voiced_end - self._first_voiced
         if voiced_span < self._min_speech and self._partials_sent == 0 and not forced:
             return None
