@@ -13,8 +13,8 @@ from serstream.decode import load_audio
 from serstream.features import FeatureConfig
 from serstream.model import EmotionModel, ModelMetadata
 from serstream.vad import VadConfig, trim
-from train.corpora import LABELS
-from train.dataset import _to_float, features
+from train.corpora import LABELS, scan
+from train.dataset import AudioCache
 from train.export import export, max_difference
 from train.fit import FitConfig, fit
 from train.net import EmotionCNN
@@ -50,15 +50,25 @@ def test_masked_batch_equals_single_clip(clip_norm):
         assert torch.allclose(batch[1], net(b)[0], atol=1e-5)
 
 
-def test_train_features_equal_serving_features(tmp_path):
+def test_train_features_equal_serving_features(tmp_path, data_dir):
+    """What fit trains on for a clip (decode -> VAD trim -> MFCC, through the caches) is
+    bit for bit what the daemon computes for that clip from the exported model."""
     path = export(EmotionCNN(120, len(LABELS), width=16).eval(), _meta(), tmp_path / "m.onnx")
     served = EmotionModel(path)
+    first: dict = {}
+    for c in scan(data_dir).clips:  # one clip per corpus: FLAC and Ogg/Opus
+        first.setdefault(c.corpus, c)
+    clips = list(first.values())
+    assert len(clips) == 4
+    for attempt in range(2):  # the second pass reads both caches from disk
+        cache = AudioCache(tmp_path / "cache", VadConfig())
+        ok, audio = cache.trimmed(clips)
+        train_side = cache.features(ok, audio, FeatureConfig())
+        for c, f in zip(ok, train_side, strict=True):
+            serve_side = served.features(trim(load_audio(c.path).samples))
+            assert np.array_equal(f, serve_side), (attempt, c.path.name)
     clip = EXAMPLES / "sad_savee_DC_sa01.wav"
     y = load_audio(clip).samples
-    trimmed16 = (np.clip(trim(y, 16000, served.meta.vad), -1, 1) * 32767).astype(np.int16)
-    train_side = features(served.features, [trimmed16])[0]
-    serve_side = served.features(_to_float(trimmed16))
-    assert np.array_equal(train_side, serve_side)
     # and the daemon cuts a replayed clip exactly where training trimmed it
     r = serstream("replay", "--model", path, "--no-publish", "--json", "--speed", "0",
                   "--partial-interval-ms", "0", clip)
@@ -77,6 +87,9 @@ def test_short_fit_produces_a_model_the_daemon_runs(tmp_path, data_dir):
     assert set(card["test"]["corpora"]) <= {"ravdess", "cremad", "tess", "savee"}
     model = EmotionModel(model_path)
     assert model.labels == LABELS
+    prov = model.meta.provenance
+    assert {"trained_on", "created", "command", "test_metrics"} <= set(prov)
+    assert prov["test_metrics"].keys() == card["test"]["corpora"].keys()
     pred = model.predict(load_audio(EXAMPLES / "angry_cremad_1001_DFA_ANG_XX.wav").samples)
     assert pred.label in LABELS and 0 < pred.confidence <= 1
     r = serstream("replay", "--model", model_path, "--no-publish", "--json", "--speed", "0",

@@ -8,6 +8,11 @@ Note on what reaches the model: polarity inversion leaves a power spectrum, henc
 MFCCs, exactly unchanged, and gain only moves c0 (up to top_db clipping). They are
 kept because the issue asks for them and they cost nothing; noise, stretch and pitch
 are the ones that change the features.
+
+Known bias: librosa's phase vocoder leaves stretched / shifted clips about 3-4 dB lower
+in RMS than their originals (phase incoherence), i.e. c0 a little lower in the cached
+variants. The random gain (-12..+6 dB) spans far more than that, so it is left as is;
+level-matching the variants would change the variant cache and needs a retrain.
 """
 
 from __future__ import annotations

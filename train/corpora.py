@@ -159,3 +159,11 @@ def scan(data_dir: Path, corpora: tuple[str, ...] = CORPORA) -> Scan:
     if len(unknown) > 10:
         log.warning("... and %d more unrecognised file names", len(unknown) - 10)
     return Scan(clips, unknown)
+
+
+def require_clips(found: Scan, data_dir: Path) -> list[Clip]:
+    """The clips of a scan, or a one-line error a user can act on when there are none."""
+    if not found.clips:
+        raise ValueError(f"no clips of {', '.join(CORPORA)} found under {data_dir} (expected folders "
+                         "named like ravdess/, Crema/, Tess/, Savee/ with the corpora's file names)")
+    return found.clips

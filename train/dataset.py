@@ -2,9 +2,17 @@
 
 Decoding (serstream.decode), trimming (serstream.vad.trim, with the VAD settings the
 model will carry) and MFCC (serstream.features) are the serving code itself; nothing
-here computes a feature of its own. Trimmed waveforms (int16) and the slow augmentation
-variants are cached under ``cache_dir``, keyed by the settings that produced them, so a
-second ``fit`` skips straight to training.
+here computes a feature of its own. Three caches live under ``cache_dir``, each keyed by
+a hash of the settings that produced it and by every file's path, size and mtime, so a
+second ``fit`` skips straight to training:
+
+- trimmed waveforms (float32, exactly what ``trim(load_audio(path).samples)`` returns:
+  the slow part is decoding, resampling and the VAD, and on-the-fly augmentation needs
+  the waveform, not the features);
+- clean features of those waveforms (keyed by feature + VAD config), for the training
+  mean/std and for validation;
+- the slow augmentation variants (time stretch, pitch shift) of training clips, stored
+  as int16 (they are distortions anyway; exactness does not matter there).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import numpy as np
 
 from serstream.decode import load_audio
 from serstream.errors import AudioFileError
+from serstream.features import FeatureConfig, FeatureExtractor
 from serstream.vad import VadConfig, trim
 from train.augment import AugmentConfig, cached_variants
 from train.corpora import Clip
@@ -65,7 +74,7 @@ def _trim_one(args: tuple[str, dict]) -> np.ndarray | str:
         y = load_audio(path, SR).samples
     except AudioFileError as exc:
         return str(exc)
-    return _to_int16(trim(y, SR, VadConfig(**vad)))
+    return trim(y, SR, VadConfig(**vad)).astype(np.float32, copy=False)
 
 
 def _variants_one(args: tuple[np.ndarray, dict, int]) -> list[np.ndarray]:
@@ -78,8 +87,11 @@ def _to_int16(y: np.ndarray) -> np.ndarray:
     return (np.clip(y, -1, 1) * 32767).astype(np.int16)
 
 
-def _to_float(y16: np.ndarray) -> np.ndarray:
-    return y16.astype(np.float32) / 32767
+def _to_float(y: np.ndarray) -> np.ndarray:
+    """int16 (augmentation variants) -> float32; float32 (trimmed clips) unchanged."""
+    if y.dtype == np.int16:
+        return y.astype(np.float32) / 32767
+    return y.astype(np.float32, copy=False)
 
 
 def _parallel(fn: Callable, jobs: list, what: str, workers: int) -> list:
@@ -120,8 +132,8 @@ class AudioCache:
         tmp.replace(self.dir / name)
 
     def trimmed(self, clips: list[Clip]) -> tuple[list[Clip], list[np.ndarray]]:
-        """(clips that decoded, their trimmed int16 audio); failures are logged and dropped."""
-        name = f"trimmed-{_key(asdict(self.vad))}.pkl"
+        """(clips that decoded, their trimmed float32 audio); failures are logged and dropped."""
+        name = f"trimmed32-{_key(asdict(self.vad))}.pkl"
         store = self._load(name)
         ids = [_file_id(c.path) for c in clips]
         todo = [(i, c) for i, (c, k) in enumerate(zip(clips, ids, strict=True)) if k not in store]
@@ -160,6 +172,25 @@ class AudioCache:
         return [store[k] for k in ids]
 
 
+    def features(self, clips: list[Clip], audio: list[np.ndarray],
+                 config: FeatureConfig) -> list[np.ndarray]:
+        """Clean features of trimmed clips through the serving extractor, cached on disk."""
+        name = f"features-{_key(asdict(config), asdict(self.vad))}.pkl"
+        store = self._load(name)
+        ids = [_file_id(c.path) for c in clips]
+        todo = [i for i, k in enumerate(ids) if k not in store]
+        if todo:
+            fx = FeatureExtractor(config)
+            prog = Progress("features", len(todo))
+            for i in todo:
+                store[ids[i]] = fx(_to_float(audio[i]))
+                prog.step()
+            self._save(name, store)
+        else:
+            log.info("features: all %d clips from cache", len(clips))
+        return [store[k] for k in ids]
+
+
 def features(extract: Callable[[np.ndarray], np.ndarray], audio: Iterable[np.ndarray]) -> list[np.ndarray]:
     """int16 or float waveforms -> (frames, features) float32 via the serving extractor."""
-    return [extract(_to_float(a) if a.dtype == np.int16 else a) for a in audio]
+    return [extract(_to_float(a)) for a in audio]

@@ -14,7 +14,7 @@ import numpy as np
 
 from serstream.model import EmotionModel
 from serstream.vad import VadConfig
-from train.corpora import CORPUS_LABELS, Clip, scan
+from train.corpora import CORPUS_LABELS, Clip, require_clips, scan
 from train.dataset import AudioCache, Progress, _to_float
 
 log = logging.getLogger(__name__)
@@ -83,11 +83,13 @@ def predict(model: EmotionModel, audio: list[np.ndarray]) -> np.ndarray:
 def evaluate_model(model_path: Path, data: Path, cache_dir: Path, split_file: Path | None = None,
                    part: str = "test") -> tuple[dict, list[Clip]]:
     model = EmotionModel(model_path)
-    clips = scan(data).clips
+    clips = require_clips(scan(data), data)
     if split_file is not None:
         files = set(json.loads(split_file.read_text())["parts"][part]["files"])
         clips = [c for c in clips if str(c.path.relative_to(data)) in files]
         log.info("scoring the %s part of %s: %d clips", part, split_file, len(clips))
+        if not clips:
+            raise ValueError(f"none of the {part} files of {split_file} are under {data}")
     unknown = sorted({c.label for c in clips} - set(model.labels))
     if unknown:
         raise ValueError(f"model has no label for {unknown}")

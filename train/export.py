@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +17,26 @@ def export(net: EmotionCNN, meta: ModelMetadata, path: Path) -> Path:
     net = net.eval()
     wrapper = Probabilities(net).eval()
     dummy = torch.zeros(1, 50, meta.features.n_features)
-    torch.onnx.export(
-        wrapper, (dummy,), str(path), input_names=["features"], output_names=["probabilities"],
-        dynamic_axes={"features": {0: "batch", 1: "time"}, "probabilities": {0: "batch"}},
-        opset_version=17, dynamo=False,
-    )
+    # The TorchScript exporter (dynamo=False) on purpose: it turns ``dynamic_axes`` into a
+    # graph that takes any time length >= 1 with no guards; its deprecation notice is noise.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            wrapper, (dummy,), str(path), input_names=["features"], output_names=["probabilities"],
+            dynamic_axes={"features": {0: "batch", 1: "time"}, "probabilities": {0: "batch"}},
+            opset_version=17, dynamo=False,
+        )
+    return write_metadata(path, meta)
+
+
+def write_metadata(path: Path, meta: ModelMetadata) -> Path:
+    """(Re)write the serstream metadata of an exported file, graph untouched: fit calls it
+    again once the test metrics are known, so the file's provenance carries them."""
     model = onnx.load(str(path))
-    for k, v in metadata_dict(meta).items():
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update(metadata_dict(meta))
+    del model.metadata_props[:]
+    for k, v in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = k, v
     model.producer_name = "serstream-train"

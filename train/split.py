@@ -3,7 +3,8 @@
 TESS has only two speakers, both needed to learn its style of speech, so TESS is split
 by *word* instead: a test word is never heard in training, in any emotion, by either
 speaker. That tests generalisation to new words, not to new voices, and the model card
-says so. SAVEE has three speakers here: one is held out for test, none for validation.
+says so. SAVEE has four speakers (fewer in a partial copy): one is held out for test and
+none for validation, so that at least two voices remain for training.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def describe(parts: dict[str, list[Clip]], config: SplitConfig, root: Path | Non
         doc["parts"][name] = {
             "groups": {k: sorted(v) for k, v in sorted(groups.items())},
             "clips": len(clips),
+            "clips_per_corpus": {k: sum(c.corpus == k for c in clips) for k in sorted({c.corpus for c in clips})},
             "files": sorted(rel(c.path) for c in clips),
         }
     return doc
