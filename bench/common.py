@@ -66,13 +66,19 @@ def pct(values, q) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else float("nan")
 
 
-def median_time(fn, repeats: int) -> float:
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+def median_times(fns, repeats: int, block: int = 10) -> list[float]:
+    """Median time per call of each function. The functions take turns in blocks of
+    ``block`` calls: within a block the caches stay warm for the function measured, as
+    in steady use, and a drift in the (virtual) machine's speed, which is large here,
+    moves all of them alike instead of favouring whichever ran first."""
+    ts: list[list[float]] = [[] for _ in fns]
+    for _ in range(max(1, repeats // block)):
+        for fn, t in zip(fns, ts, strict=True):
+            for _ in range(block):
+                t0 = time.perf_counter()
+                fn()
+                t.append(time.perf_counter() - t0)
+    return [float(np.median(t)) for t in ts]
 
 
 def machine() -> str:

@@ -19,6 +19,7 @@ deltas stacked after the static coefficients.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import asdict, dataclass, fields
 from functools import cache, lru_cache
 from typing import Any
@@ -236,30 +237,60 @@ _BATCH = 64  # frames transformed together: the innermost loops run across frame
 
 
 @numba.njit(cache=True, fastmath=_FAST)
-def _power_spectrum(y, window, n_fft, hop, rev, tw_re, tw_im, rtw_re, rtw_im, power):  # pragma: no cover
-    """Centered, zero-padded framing, windowing and |rFFT|**power of every frame.
+def _project_batch(spec, nb, mel, t0, mel_start, mel_weights):  # pragma: no cover - jitted
+    """Sparse mel filterbank on one batch: each filter touches only its own few bins.
 
-    Returns ``(1 + n_fft // 2, n_frames)``. The real FFT is a complex FFT of half the
-    size (even samples as real part, odd as imaginary), unpacked afterwards; frames are
-    transformed in batches with the frame index innermost, so every butterfly is a
-    vector operation over frames.
+    Kept apart, accumulating in a short vector per filter: written inline in the FFT
+    kernel and accumulating straight into ``mel``, the same sums took twice as long.
+    """
+    n_mels, width = mel_weights.shape
+    acc = np.empty(_BATCH, dtype=np.float64)
+    for b in range(n_mels):
+        b0 = mel_start[b]
+        for f in range(nb):
+            acc[f] = 0.0
+        for j in range(width):
+            w = mel_weights[b, j]
+            if w != 0.0:
+                for f in range(nb):
+                    acc[f] += w * spec[b0 + j, f]
+        for f in range(nb):
+            mel[b, t0 + f] = acc[f]
+
+
+@numba.njit(cache=True, fastmath=_FAST)
+def _mel_spectrogram(y, window, lo, hi, n_fft, hop, rev, tw_re, tw_im, rtw_re, rtw_im, power,  # pragma: no cover
+                     mel_start, mel_weights, re, im, spec, mel):
+    """Centered, zero-padded framing, windowing, |rFFT|**power and mel projection.
+
+    Fills ``mel``, ``(n_mels, n_frames)``; ``re``, ``im`` and ``spec`` are scratch
+    (see :class:`_Scratch`). The real FFT is a complex FFT of half the size (even
+    samples as real part, odd as imaginary), unpacked afterwards; frames are transformed
+    in batches with the frame index innermost, so every butterfly is a vector operation
+    over frames. Each batch's spectrum is projected onto the mel filters while it is
+    still in cache, so the full ``(1 + n_fft // 2, n_frames)`` spectrogram never exists.
+    Sample pairs ``2j, 2j + 1`` with ``j`` outside ``[lo, hi)`` fall where the window is
+    zero (``win_length < n_fft``) and are not read at all.
     """
     n = y.shape[0]
     pad = n_fft // 2
     n_frames = 1 + n // hop
     m = n_fft // 2
     n_bins = m + 1
-    out = np.empty((n_bins, n_frames), dtype=np.float64)
-    re = np.zeros((m, _BATCH), dtype=np.float64)
-    im = np.zeros((m, _BATCH), dtype=np.float64)
     for t0 in range(0, n_frames, _BATCH):
         nb = min(_BATCH, n_frames - t0)
-        first = (t0 * hop - pad) >= 0 and ((t0 + nb - 1) * hop - pad + n_fft) <= n
+        inside = (t0 * hop - pad) >= 0 and ((t0 + nb - 1) * hop - pad + n_fft) <= n
         for j in range(m):
+            if j < lo or j >= hi:
+                r = rev[j]
+                for f in range(nb):
+                    re[r, f] = 0.0
+                    im[r, f] = 0.0
+        for j in range(lo, hi):
             r = rev[j]
             w0 = window[2 * j]
             w1 = window[2 * j + 1]
-            if first:  # every sample of these frames is inside the signal
+            if inside:  # every sample of these frames is inside the signal
                 for f in range(nb):
                     i0 = (t0 + f) * hop - pad + 2 * j
                     re[r, f] = y[i0] * w0
@@ -361,61 +392,96 @@ def _power_spectrum(y, window, n_fft, hop, rev, tw_re, tw_im, rtw_re, rtw_im, po
                 xr = er + orr * twr - oi * twi
                 xi = ei + orr * twi + oi * twr
                 mag2 = xr * xr + xi * xi
-                out[k, t0 + f] = mag2 if power == 2.0 else math.sqrt(mag2)
-    return out
+                spec[k, f] = mag2
+        if power != 2.0:
+            for k in range(n_bins):
+                for f in range(nb):
+                    spec[k, f] = math.sqrt(spec[k, f])
+        _project_batch(spec, nb, mel, t0, mel_start, mel_weights)
+
+
+def _power_to_db(mel: np.ndarray, top_db: float | None) -> None:
+    """power_to_db (ref=1, amin=1e-10, top_db below the segment's peak) in place, in
+    bels: the factor 10 of the decibels is folded into the DCT matrix.
+
+    Both floors are applied to the power before the logarithm (the log is monotonic, so
+    flooring there equals librosa's flooring of the decibels). NumPy rather than Numba
+    on purpose: NumPy's log10 and max are SIMD-vectorised while a jitted loop calls
+    scalar libm (3x slower).
+    """
+    floor = 1e-10
+    if top_db is not None:
+        floor = max(floor, float(mel.max()) * 10.0 ** (-top_db / 10.0))
+    np.maximum(mel, floor, out=mel)
+    np.log10(mel, out=mel)
 
 
 @numba.njit(cache=True, fastmath=_FAST)
-def _mel_project(spec, mel_start, mel_weights):  # pragma: no cover - jitted
-    """Sparse mel filterbank: each filter touches only its own few bins.
+def _stack_deltas(static, weights, feat):  # pragma: no cover - jitted
+    """Fill ``feat``, ``(n_mfcc * (1 + n_orders), n_frames)``, with the static MFCC and,
+    below them, each row correlated with ``weights[o]`` (Savitzky-Golay derivative of
+    order ``o + 1``, edges extended with the nearest value, as ``librosa.feature.delta``
+    with ``mode='nearest'``).
 
-    ``spec`` is ``(n_bins, n_frames)``; returns ``(n_mels, n_frames)``.
+    Every inner loop runs over contiguous slices with non-negative indices: with a
+    possibly negative index (``t + j - half``) Numba's wraparound test kept LLVM from
+    vectorising, and the deltas cost more than the whole FFT.
     """
-    n_frames = spec.shape[1]
-    n_mels = mel_start.shape[0]
-    width = mel_weights.shape[1]
-    mel = np.zeros((n_mels, n_frames), dtype=np.float64)
-    for b in range(n_mels):
-        b0 = mel_start[b]
-        for j in range(width):
-            w = mel_weights[b, j]
-            if w != 0.0:
-                for t in range(n_frames):
-                    mel[b, t] += w * spec[b0 + j, t]
-    return mel
-
-
-def _power_to_db_dct(mel: np.ndarray, dct: np.ndarray, top_db: float | None) -> np.ndarray:
-    """power_to_db (ref=1, amin=1e-10, top_db relative to the segment's peak) and DCT.
-
-    NumPy rather than Numba here on purpose: NumPy's log10 is SIMD-vectorised while a
-    jitted loop calls scalar libm (3x slower), and the DCT is one small BLAS matmul.
-    """
-    np.maximum(mel, 1e-10, out=mel)
-    np.log10(mel, out=mel)
-    mel *= 10.0
-    if top_db is not None:
-        np.maximum(mel, mel.max() - top_db, out=mel)
-    return dct @ mel
-
-
-@numba.njit(cache=True)
-def _savgol_nearest(data, weights):  # pragma: no cover - jitted
-    """Correlate each row with ``weights``, edges extended with the nearest value."""
-    rows, n = data.shape
-    half = weights.shape[0] // 2
-    out = np.empty_like(data)
+    rows, n = static.shape
+    n_orders, width = weights.shape
+    half = width // 2
     for r in range(rows):
-        for t in range(n):
-            s = 0.0
-            for j in range(-half, half + 1):
-                i = min(max(t + j, 0), n - 1)
-                s += weights[j + half] * data[r, i]
-            out[r, t] = s
-    return out
+        row = static[r]
+        feat[r, :] = row
+        for o in range(n_orders):
+            acc = feat[rows * (1 + o) + r]
+            acc[:] = 0.0
+            for j in range(width):
+                w = weights[o, j]
+                # interior frames read row[t + j - half] directly; the few at each edge clamp
+                t_lo = min(max(half - j, 0), n)
+                t_hi = max(min(n + half - j, n), t_lo)
+                src = row[t_lo + j - half : t_hi + j - half]
+                dst = acc[t_lo:t_hi]
+                for i in range(t_hi - t_lo):
+                    dst[i] += w * src[i]
+                for t in range(t_lo):
+                    acc[t] += w * row[0]
+                for t in range(t_hi, n):
+                    acc[t] += w * row[n - 1]
 
 
 # --------------------------------------------------------------------------- public API
+
+
+_KEEP_FRAMES = 6000  # 60 s at the default hop: longer inputs get a mel buffer of their own
+
+
+class _Scratch(threading.local):
+    """Per-thread work buffers of one extractor, reused from call to call.
+
+    Why: every array above glibc's mmap threshold (128 KiB) is a fresh mmap, and each of
+    its pages faults on first touch. Allocated per call, the FFT and mel buffers of a
+    3 s segment cost ~200 page faults, which on a virtual machine doubled the time of the
+    whole MFCC. Thread-local because NumPy releases the GIL between the kernels, so two
+    threads sharing one extractor must not share its scratch.
+    """
+
+    def __init__(self, m: int) -> None:
+        self.re = np.zeros((m, _BATCH))
+        self.im = np.zeros((m, _BATCH))
+        self.spec = np.zeros((m + 1, _BATCH))
+        self.flat: dict[str, np.ndarray] = {}
+
+    def rows(self, name: str, n_rows: int, n_frames: int) -> np.ndarray:
+        """A C-contiguous ``(n_rows, n_frames)`` float64 view of the buffer ``name``."""
+        size = n_rows * n_frames
+        buf = self.flat.get(name)
+        if buf is None or size > buf.size:
+            if n_frames > _KEEP_FRAMES:  # an unusually long input: do not keep its buffer
+                return np.empty((n_rows, n_frames))
+            buf = self.flat[name] = np.empty(max(size, 0 if buf is None else 2 * buf.size))
+        return buf[:size].reshape(n_rows, n_frames)
 
 
 class FeatureExtractor:
@@ -441,31 +507,40 @@ class FeatureExtractor:
         lpad = (c.n_fft - c.win_length) // 2
         window[lpad : lpad + c.win_length] = win
         self._window = window
+        nonzero = np.flatnonzero(window)
+        self._pairs = (int(nonzero[0]) // 2, int(nonzero[-1]) // 2 + 1)  # window's support, in sample pairs
         self._fft = _fft_tables(c.n_fft)
         dense = mel_filterbank(
             sr=c.sr, n_fft=c.n_fft, n_mels=c.n_mels, fmin=c.fmin, fmax=c.fmax, htk=c.htk, norm=c.norm
         )
         self._mel_start, self._mel_weights = _to_sparse_rows(dense)
-        self._dct = _dct_matrix(c.n_mfcc, c.n_mels, c.lifter)
-        self._delta_weights = [
-            _savgol_weights(c.delta_width, order) for order in range(1, c.delta_order + 1)
-        ]
+        self._dct10 = 10.0 * _dct_matrix(c.n_mfcc, c.n_mels, c.lifter)
+        self._delta_weights = np.array(
+            [_savgol_weights(c.delta_width, order) for order in range(1, c.delta_order + 1)]
+        ).reshape(c.delta_order, c.delta_width)
+        self._scratch = _Scratch(c.n_fft // 2)
 
     def mfcc(self, y: np.ndarray) -> np.ndarray:
         """Static MFCC, ``(n_mfcc, n_frames)`` float64; ``n_frames = 1 + len(y) // hop_length``."""
         y = _as_mono_float64(y)
         c = self.config
-        spec = _power_spectrum(y, self._window, c.n_fft, c.hop_length, *self._fft, c.power)
-        mel = _mel_project(spec, self._mel_start, self._mel_weights)
-        return _power_to_db_dct(mel, self._dct, c.top_db)
+        s = self._scratch
+        mel = s.rows("mel", c.n_mels, self.n_frames(y.size))
+        _mel_spectrogram(y, self._window, *self._pairs, c.n_fft, c.hop_length, *self._fft,
+                         c.power, self._mel_start, self._mel_weights, s.re, s.im, s.spec, mel)
+        _power_to_db(mel, c.top_db)
+        return self._dct10 @ mel  # single-threaded BLAS: see serstream/__init__.py
 
     def __call__(self, y: np.ndarray) -> np.ndarray:
         """Model input for one segment: ``(n_frames, n_features)`` float32, time first."""
         static = self.mfcc(y)
-        blocks = [static]
-        for w in self._delta_weights:
-            blocks.append(_savgol_nearest(static, w))
-        return np.ascontiguousarray(np.vstack(blocks).T, dtype=np.float32)
+        feat = self._scratch.rows("feat", self.config.n_features, static.shape[1])
+        _stack_deltas(static, self._delta_weights, feat)
+        return np.ascontiguousarray(feat.T, dtype=np.float32)
+
+    def __reduce__(self):
+        # the tables are rebuilt from the configuration; thread-local scratch cannot be pickled
+        return (type(self), (self.config,))
 
     def n_frames(self, n_samples: int) -> int:
         return 1 + n_samples // self.config.hop_length

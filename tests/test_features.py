@@ -223,3 +223,40 @@ def test_any_length_and_level_gives_finite_features(n, amp, seed):
     # and the static part is still librosa's
     y64 = y.astype(np.float64)
     np.testing.assert_allclose(mfcc(y64, **PROJECT), _librosa_mfcc(y64, **PROJECT), atol=ATOL, rtol=RTOL)
+
+
+def test_reused_scratch_gives_the_same_numbers_whatever_came_before():
+    """The extractor keeps per-thread work buffers between calls: growing, shrinking and
+    an input longer than what it keeps must not leak one call's numbers into another."""
+    from serstream.features import _KEEP_FRAMES
+
+    cfg = FeatureConfig()
+    lengths = [3 * SR, 400, 10 * SR, 1, 2 * SR, (_KEEP_FRAMES + 5) * cfg.hop_length, 5000]
+    signals = [_signal("speech" if i % 2 and n <= 3 * SR else "noise", n) for i, n in enumerate(lengths)]
+    shared = FeatureExtractor(cfg)
+    for y in signals + signals[::-1]:
+        np.testing.assert_array_equal(shared(y), FeatureExtractor(cfg)(y))
+        np.testing.assert_array_equal(shared.mfcc(y), FeatureExtractor(cfg).mfcc(y))
+
+
+def test_one_extractor_shared_by_threads_is_safe():
+    """NumPy releases the GIL between the kernels: threads must not share scratch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fx = FeatureExtractor(FeatureConfig())
+    signals = [_signal("speech", n) for n in (SR // 2, SR, 2 * SR, 3 * SR)] * 6
+    expected = [FeatureExtractor(fx.config)(y) for y in signals]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(fx, signals))
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(g, e)
+
+
+def test_extractor_pickles():
+    import pickle
+
+    fx = FeatureExtractor(FeatureConfig(n_mfcc=13, delta_order=1))
+    y = _signal("speech", SR)
+    clone = pickle.loads(pickle.dumps(fx))
+    assert clone.config == fx.config
+    np.testing.assert_array_equal(clone(y), fx(y))
