@@ -95,7 +95,9 @@ audio = 0.0
 if mode.startswith("pipeline"):
     from serstream.vad import VadConfig
     model = EmotionModel(sys.argv[2]); model.warmup()
-    vad = VadConfig(partial_interval_ms=0) if mode == "pipeline-nopartials" else (model.meta.vad or VadConfig())
+    from dataclasses import replace
+    vad = model.meta.vad or VadConfig()
+    vad = replace(vad, partial_interval_ms=0) if mode == "pipeline-nopartials" else vad
     pipe = Pipeline(model, None, PipelineConfig(vad=vad, stats_interval=1e9))
     stop = threading.Event()
     t0 = time.perf_counter()

@@ -26,7 +26,7 @@ from serstream.events import SCHEMA_VERSION, STATS_TOPIC, EmotionEvent
 from serstream.model import EmotionModel
 from serstream.publish import Publisher
 from serstream.ring import RingBuffer
-from serstream.vad import Segment, Segmenter, VadConfig
+from serstream.vad import Segment, Segmenter, VadConfig, to_pcm16
 
 __all__ = ["Source", "Pipeline", "PipelineConfig", "Counters"]
 
@@ -116,6 +116,7 @@ class Pipeline:
         self._wall_offset = time.time() - time.monotonic()
         self._source: Source | None = None
         self._frame = np.zeros(self.segmenter.frame_length, dtype=np.float32)
+        self._frame_pcm = np.zeros(self.segmenter.frame_length, dtype=np.int16)
         self._frame_fill = 0
         self._stream_samples = 0  # samples at model rate fed to the segmenter
         self._rate_ratio = 1.0
@@ -160,6 +161,7 @@ class Pipeline:
             self._feed(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
         if self._frame_fill:
             self._frame[self._frame_fill :] = 0.0
+            self._frame_pcm[self._frame_fill :] = 0
             self._frame_fill = self._frame.shape[0]
             self._feed(np.zeros(0, dtype=np.float32))
         for ev in self.segmenter.flush():
@@ -189,22 +191,33 @@ class Pipeline:
         self._feed(mono)
 
     def _feed(self, x: np.ndarray) -> None:
-        """Cut the model-rate stream into VAD frames and run the segmenter on each."""
-        frame = self._frame
+        """Cut the model-rate stream into VAD frames and run the segmenter on each.
+
+        The block is converted to the VAD's 16-bit PCM in one go; frames wholly inside
+        it are passed as views, and only a frame that straddles two blocks is copied.
+        """
+        frame, frame_pcm = self._frame, self._frame_pcm
         fl = frame.shape[0]
+        pcm = to_pcm16(x)
         i = 0
         n = x.shape[0]
         while True:
-            take = min(fl - self._frame_fill, n - i)
-            if take > 0:
-                frame[self._frame_fill : self._frame_fill + take] = x[i : i + take]
-                self._frame_fill += take
-                i += take
-            if self._frame_fill < fl:
-                return
-            self._frame_fill = 0
+            if self._frame_fill == 0 and n - i >= fl:
+                f, p = x[i : i + fl], pcm[i : i + fl]
+                i += fl
+            else:
+                take = min(fl - self._frame_fill, n - i)
+                if take > 0:
+                    frame[self._frame_fill : self._frame_fill + take] = x[i : i + take]
+                    frame_pcm[self._frame_fill : self._frame_fill + take] = pcm[i : i + take]
+                    self._frame_fill += take
+                    i += take
+                if self._frame_fill < fl:
+                    return
+                self._frame_fill = 0
+                f, p = frame, frame_pcm
             self._stream_samples += fl
-            for ev in self.segmenter.process(frame):
+            for ev in self.segmenter.process(f, p):
                 self._emit(ev)
 
     # ------------------------------------------------------------------ events

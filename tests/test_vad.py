@@ -219,3 +219,34 @@ def test_config_rejects_bad_values(change):
 def test_config_round_trip():
     cfg = VadConfig(aggressiveness=3, frame_ms=20, max_speech_ms=5000)
     assert VadConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_block_converted_pcm_cuts_exactly_like_frame_by_frame(clips):
+    """The pipeline converts whole blocks to PCM and passes frames as views; that must
+    give the very same events as converting each frame on its own."""
+    from serstream.vad import to_pcm16
+
+    y = np.concatenate([np.zeros(SR // 2, np.float32), *clips, np.zeros(SR, np.float32)])
+    y[SR : SR + 200] = 1.7  # beyond full scale: clipped, never wrapped around
+    y[SR + 200 : SR + 400] = -2.5
+    cfg = VadConfig(partial_interval_ms=500)
+    a, b = Segmenter(cfg), Segmenter(cfg)
+    fl = a.frame_length
+    pcm = to_pcm16(y)
+    ev_a, ev_b = [], []
+    for i in range(0, y.size - fl + 1, fl):
+        ev_a += a.process(y[i : i + fl].copy())
+        ev_b += b.process(y[i : i + fl], pcm[i : i + fl])
+    ev_a += a.flush()
+    ev_b += b.flush()
+    assert len(ev_a) > len(clips)  # partials and finals
+    assert _spans(ev_a) == _spans(ev_b)
+    assert all(np.array_equal(x.audio, z.audio) for x, z in zip(ev_a, ev_b, strict=True))
+
+
+def test_to_pcm16_clips_scales_and_truncates():
+    from serstream.vad import to_pcm16
+
+    x = np.array([0.0, 0.5, -0.5, 1.0, -1.0, 1.5, -3.0, 1e-6, -0.99999], np.float32)
+    np.testing.assert_array_equal(to_pcm16(x), [0, 16383, -16383, 32767, -32767, 32767, -32767, 0, -32766])
+    assert to_pcm16(x).dtype == np.int16
