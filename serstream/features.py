@@ -502,7 +502,10 @@ class FeatureExtractor:
     def __init__(self, config: FeatureConfig) -> None:
         self.config = config
         c = config
-        win = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(c.win_length) / c.win_length)
+        # periodic Hann, as scipy.signal.get_window('hann', n, fftbins=True) makes it for
+        # librosa: including its special case of a 1-sample window, which is [1.0], not [0.0]
+        win = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(c.win_length) / c.win_length)
+               if c.win_length > 1 else np.ones(1))
         window = np.zeros(c.n_fft)
         lpad = (c.n_fft - c.win_length) // 2
         window[lpad : lpad + c.win_length] = win
@@ -529,7 +532,7 @@ class FeatureExtractor:
         _mel_spectrogram(y, self._window, *self._pairs, c.n_fft, c.hop_length, *self._fft,
                          c.power, self._mel_start, self._mel_weights, s.re, s.im, s.spec, mel)
         _power_to_db(mel, c.top_db)
-        return self._dct10 @ mel  # single-threaded BLAS: see serstream/__init__.py
+        return self._dct10 @ mel
 
     def __call__(self, y: np.ndarray) -> np.ndarray:
         """Model input for one segment: ``(n_frames, n_features)`` float32, time first."""

@@ -174,7 +174,7 @@ class Segmenter:
         frame_start = self._pos
         self._append(frame)
         self._pos += self.frame_length
-        voiced = self._classify(frame if pcm is None else None, pcm)
+        voiced = self._classify(to_pcm16(frame) if pcm is None else pcm)
         self.frames += 1
         self.voiced_frames += voiced
         self._recent.append((frame_start, voiced))
@@ -218,9 +218,7 @@ class Segmenter:
 
     # ----------------------------------------------------------------- internals
 
-    def _classify(self, frame: np.ndarray | None, pcm: np.ndarray | None) -> bool:
-        if pcm is None:
-            pcm = to_pcm16(frame)
+    def _classify(self, pcm: np.ndarray) -> bool:
         return bool(self._vad.is_speech(pcm.tobytes(), self.sr))
 
     def _append(self, frame: np.ndarray) -> None:

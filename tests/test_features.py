@@ -91,6 +91,8 @@ def test_project_config_is_what_the_tests_call_project():
     dict(power=1.0),
     dict(n_fft=1024, hop_length=256, win_length=1024, n_mels=40, n_mfcc=13),
     dict(n_fft=256, hop_length=80, win_length=200, n_mels=40, n_mfcc=20),
+    # the narrowest windows: scipy's 1-sample Hann is [1.0]; odd lengths centre off by a half
+    dict(win_length=1), dict(win_length=2), dict(win_length=3), dict(win_length=511),
 ], ids=lambda v: ",".join(f"{k}={x}" for k, x in v.items()))
 def test_mfcc_variants_match_librosa(variant):
     params = {**PROJECT, **variant}
