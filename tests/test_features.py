@@ -20,7 +20,9 @@ from serstream.features import (
     FeatureConfig,
     FeatureConfigError,
     FeatureExtractor,
+    log_mel_spectrogram,
     mel_filterbank,
+    melspectrogram,
     mfcc,
 )
 
@@ -184,8 +186,9 @@ def test_only_the_orthonormal_dct_is_offered():
 
 
 @pytest.mark.parametrize("change", [
-    dict(n_fft=500), dict(n_fft=8), dict(window="hamming"), dict(center=False),
-    dict(pad_mode="reflect"), dict(power=3.0), dict(n_mfcc=80), dict(n_mfcc=0), dict(n_mels=0),
+    dict(n_fft=502), dict(n_fft=8), dict(n_fft=401), dict(n_fft=2**20), dict(window="hamming"),
+    dict(center=False), dict(pad_mode="edge"), dict(power=3.0), dict(kind="mel"),
+    dict(hop_length=160.5), dict(hop_length=True), dict(n_fft="512"), dict(htk=1), dict(top_db="80"), dict(n_mfcc=80), dict(n_mfcc=0), dict(n_mels=0),
     dict(win_length=1024), dict(win_length=0), dict(hop_length=0), dict(sr=0),
     dict(fmax=9000.0), dict(fmin=8000.0), dict(fmin=-1.0), dict(norm="l2"), dict(top_db=-1.0),
     dict(lifter=-1.0), dict(delta_order=3), dict(delta_width=4), dict(delta_width=1),
@@ -210,7 +213,7 @@ def test_from_dict_refuses_unknown_keys_and_non_objects():
     with pytest.raises(FeatureConfigError):
         FeatureConfig.from_dict([("sr", 16000)])
     with pytest.raises(FeatureConfigError):
-        FeatureConfig.from_dict({**d, "n_fft": 500})
+        FeatureConfig.from_dict({**d, "n_fft": 502})
 
 
 @settings(max_examples=30, deadline=None)
@@ -230,7 +233,7 @@ def test_any_length_and_level_gives_finite_features(n, amp, seed):
 def test_reused_scratch_gives_the_same_numbers_whatever_came_before():
     """The extractor keeps per-thread work buffers between calls: growing, shrinking and
     an input longer than what it keeps must not leak one call's numbers into another."""
-    from serstream.features import _KEEP_FRAMES
+    from serstream.features.extractor import _KEEP_FRAMES
 
     cfg = FeatureConfig()
     lengths = [3 * SR, 400, 10 * SR, 1, 2 * SR, (_KEEP_FRAMES + 5) * cfg.hop_length, 5000]
@@ -262,3 +265,93 @@ def test_extractor_pickles():
     clone = pickle.loads(pickle.dumps(fx))
     assert clone.config == fx.config
     np.testing.assert_array_equal(clone(y), fx(y))
+
+
+# --------------------------------------------------------------------------- log-mel layer
+
+WHISPER = FeatureConfig(n_fft=400, win_length=400, hop_length=160, n_mels=80, pad_mode="reflect",
+                        kind="log_mel", delta_order=0, top_db=80.0, drop_last_frame=True)
+
+
+def _whisper_formula(y: np.ndarray) -> np.ndarray:
+    """Whisper's front end written out from its definition with numpy and librosa (not
+    with our code): 16 kHz, n_fft 400, hop 160, periodic Hann, centred with reflect
+    padding, power spectrum, last frame dropped, librosa's slaney mel filters,
+    log10(max(mel, 1e-10)) floored at its maximum - 8, then (x + 4) / 4."""
+    pad = np.pad(y, 200, mode="reflect")
+    n_frames = 1 + y.size // 160
+    frames = np.stack([pad[t * 160 : t * 160 + 400] for t in range(n_frames)])
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(400) / 400)
+    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
+    power = power[:-1] if n_frames > 1 else power
+    mel = librosa.filters.mel(sr=16000, n_fft=400, n_mels=80) @ power.T
+    x = np.log10(np.maximum(mel, 1e-10))
+    x = np.maximum(x, x.max() - 8.0)
+    return (x + 4.0) / 4.0
+
+
+@pytest.mark.parametrize("kind", ["speech", "noise"])
+@pytest.mark.parametrize("n", [201, 399, 400, 401, 1600, 1601, 16000, 3 * SR + 77, 10 * SR])
+def test_log_mel_matches_the_whisper_front_end_formula(kind, n):
+    y = _signal(kind, n)
+    ref = _whisper_formula(y)
+    ours = FeatureExtractor(WHISPER).log_mel(y)
+    assert ours.shape == ref.shape == (80, n // 160)
+    # the model's normalisation (mean -40, std 40 dB) is Whisper's (x + 4) / 4 on log10 values
+    np.testing.assert_allclose((ours + 40.0) / 40.0, ref, atol=1e-6, rtol=0)
+    model_input = FeatureExtractor(WHISPER)(y)
+    assert model_input.shape == (n // 160, 80) and model_input.dtype == np.float32
+    np.testing.assert_allclose(model_input, ours.T, atol=1e-4, rtol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 50, 150, 199, 200])
+def test_log_mel_of_inputs_shorter_than_the_reflect_pad_matches_numpy_pad(n):
+    """numpy's reflect padding repeats its mirror for pads longer than the signal; a
+    frame of Whisper's front end is 400 samples, a VAD segment can be shorter."""
+    y = _signal("noise", n)
+    cfg = FeatureConfig(n_fft=400, hop_length=160, n_mels=80, pad_mode="reflect", kind="log_mel",
+                        delta_order=0, top_db=None)
+    pad = np.pad(y, 200, mode="reflect")
+    frames = np.stack([pad[t * 160 : t * 160 + 400] for t in range(1 + n // 160)])
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(400) / 400)
+    power = (np.abs(np.fft.rfft(frames * window, axis=1)) ** 2).T
+    ref = librosa.power_to_db(librosa.filters.mel(sr=SR, n_fft=400, n_mels=80) @ power, top_db=None)
+    np.testing.assert_allclose(FeatureExtractor(cfg).log_mel(y), ref, atol=1e-6)
+    assert FeatureExtractor(WHISPER)(y).shape == (1, 80)  # at least one frame, never none
+
+
+@pytest.mark.parametrize("n_fft", [16, 20, 24, 40, 56, 200, 240, 256, 400, 480, 500, 512, 600, 1024, 1400])
+@pytest.mark.parametrize("pad_mode", ["constant", "reflect"])
+def test_melspectrogram_matches_librosa_for_mixed_radix_sizes(n_fft, pad_mode):
+    """The FFT is mixed-radix (2, 4, 3, 5, 7): every plan shape, odd and even counts of
+    radix-2 stages, against librosa's (numpy's pocketfft) spectrum."""
+    y = _signal("speech", 3 * n_fft + 123)
+    hop = max(1, n_fft // 4)
+    kw = dict(sr=SR, n_fft=n_fft, hop_length=hop, n_mels=min(40, n_fft // 4), pad_mode=pad_mode)
+    ours = melspectrogram(y, **kw)
+    ref = librosa.feature.melspectrogram(y=y, **kw)
+    np.testing.assert_allclose(ours, ref, atol=1e-9 * ref.max(), rtol=1e-6)
+
+
+def test_log_mel_spectrogram_function_is_the_extractor_layer():
+    y = _signal("speech", 2 * SR)
+    np.testing.assert_array_equal(log_mel_spectrogram(y), FeatureExtractor(WHISPER).log_mel(y))
+    S = melspectrogram(y, n_fft=400, hop_length=160, n_mels=80, pad_mode="reflect")[:, :-1]
+    np.testing.assert_allclose(log_mel_spectrogram(y), librosa.power_to_db(S, top_db=80.0), atol=1e-6)
+
+
+def test_mfcc_is_the_dct_of_the_log_mel_layer():
+    cfg = FeatureConfig(delta_order=0)
+    fx = FeatureExtractor(cfg)
+    y = _signal("speech", SR)
+    import scipy.fft
+
+    np.testing.assert_allclose(fx.mfcc(y), scipy.fft.dct(fx.log_mel(y), axis=0, norm="ortho")[: cfg.n_mfcc],
+                               atol=1e-8)
+
+
+def test_feature_kind_sets_the_model_input_width():
+    assert WHISPER.n_features == 80 and WHISPER.n_static == 80
+    assert FeatureConfig().n_features == 120
+    assert FeatureConfig(kind="log_mel", n_mels=40, delta_order=1).n_features == 80
+    assert WHISPER.n_frames(48000) == 300 and FeatureConfig().n_frames(48000) == 301
