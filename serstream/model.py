@@ -9,13 +9,19 @@ cannot reproduce is refused with a one-line reason.
 
 Graph contract: one float32 input ``[batch, time, n_features]`` (time dynamic) and
 one output ``[batch, n_labels]``, either probabilities or logits (``output_kind``).
+
+:meth:`EmotionModel.classify` is the one path from audio to probabilities: the daemon,
+``train evaluate`` and the validation of ``train fit`` all call it, so what training
+measures is what the daemon serves.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +66,7 @@ class ModelMetadata:
     sample_rate: int = 16000
     output_kind: str = "probabilities"
     min_frames: int = 1
+    max_frames: int | None = None  # longest input the graph takes; longer ones are split
     vad: VadConfig | None = None
     model_id: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -75,6 +82,7 @@ class ModelMetadata:
             "normalisation": {"mean": list(self.mean), "std": list(self.std)},
             "output_kind": self.output_kind,
             "min_frames": self.min_frames,
+            "max_frames": self.max_frames,
             "vad": None if self.vad is None else self.vad.to_dict(),
             "provenance": self.provenance,
         }
@@ -122,6 +130,13 @@ class ModelMetadata:
         kind = doc.get("output_kind", "probabilities")
         if kind not in ("probabilities", "logits"):
             raise ModelError(f"model output_kind {kind!r} is not 'probabilities' or 'logits'")
+        min_frames = doc.get("min_frames", 1)
+        max_frames = doc.get("max_frames")
+        if not _is_int(min_frames) or not 1 <= min_frames <= MAX_MIN_FRAMES:
+            raise ModelError(f"model min_frames must be an integer in [1, {MAX_MIN_FRAMES}], got {min_frames!r}")
+        if max_frames is not None and (not _is_int(max_frames) or not min_frames <= max_frames <= 10**6):
+            raise ModelError(f"model max_frames must be null or an integer in [min_frames, 1000000], "
+                             f"got {max_frames!r}")
         vad = doc.get("vad")
         try:
             vad_cfg = VadConfig.from_dict(vad) if isinstance(vad, dict) else None
@@ -134,7 +149,8 @@ class ModelMetadata:
             std=tuple(float(v) for v in std),
             sample_rate=int(sr),
             output_kind=kind,
-            min_frames=max(1, int(doc.get("min_frames", 1))),
+            min_frames=min_frames,
+            max_frames=max_frames,
             vad=vad_cfg,
             model_id=str(doc.get("model_id") or ""),
             provenance=doc.get("provenance") if isinstance(doc.get("provenance"), dict) else {},
@@ -146,10 +162,21 @@ class ModelMetadata:
         return out
 
 
+MAX_MIN_FRAMES = 3000  # a model may ask to see at least 30 s of 10 ms frames, no more
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def softmax(x: np.ndarray) -> np.ndarray:
     z = np.asarray(x, dtype=np.float64) - np.max(x)
     e = np.exp(z)
     return e / e.sum()
+
+
+class ModelOutputError(ValueError):
+    """The graph answered with something that is not a probability per label."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +184,34 @@ class Prediction:
     label: str
     confidence: float
     probabilities: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Classification:
+    """What :meth:`EmotionModel.classify` makes of one segment, with what it cost."""
+
+    labels: tuple[str, ...]
+    probabilities: np.ndarray  # float64, one per label, summing to 1
+    features_ms: float
+    inference_ms: float
+    frames: int
+    chunks: int = 1  # > 1 when the segment was longer than the model's max_frames
+
+    @property
+    def best(self) -> int:
+        return int(np.argmax(self.probabilities))
+
+    @property
+    def label(self) -> str:
+        return self.labels[self.best]
+
+    @property
+    def confidence(self) -> float:
+        return float(self.probabilities[self.best])
+
+    def prediction(self) -> Prediction:
+        return Prediction(self.label, self.confidence,
+                          {lab: float(p) for lab, p in zip(self.labels, self.probabilities, strict=True)})
 
 
 class EmotionModel:
@@ -236,26 +291,59 @@ class EmotionModel:
 
     def warmup(self) -> None:
         """Compile the feature kernels and run the graph once, so the first segment is fast."""
-        self.predict(np.zeros(self.sample_rate // 2, dtype=np.float32))
+        self.classify(np.zeros(self.sample_rate // 2, dtype=np.float32))
 
-    def predict_features(self, feats: np.ndarray) -> np.ndarray:
-        """Probabilities for one ``(n_frames, n_features)`` matrix."""
+    def classify(self, audio: np.ndarray) -> Classification:
+        """The one path from a segment's samples (mono, model rate) to probabilities.
+
+        Features by the model's own configuration, its normalisation, padding to
+        ``min_frames``, segments longer than ``max_frames`` split into equal chunks whose
+        probabilities are averaged by length (never an error), logits turned into
+        probabilities, and the answer checked: a non-finite or out-of-range output
+        raises :class:`ModelOutputError` instead of reaching a subscriber.
+        """
+        t0 = time.perf_counter()
+        feats = self.features(audio)
+        t1 = time.perf_counter()
+        probs, chunks = self.probabilities(feats)
+        t2 = time.perf_counter()
+        return Classification(self.labels, probs, (t1 - t0) * 1000, (t2 - t1) * 1000, feats.shape[0], chunks)
+
+    def probabilities(self, feats: np.ndarray) -> tuple[np.ndarray, int]:
+        """Probabilities for one ``(n_frames, n_features)`` matrix, and how many graph
+        calls it took."""
+        n = feats.shape[0]
+        limit = self.meta.max_frames
+        if limit is None or n <= limit:
+            return self._run(feats), 1
+        chunks = math.ceil(n / limit)
+        bounds = np.linspace(0, n, chunks + 1).round().astype(int)
+        total = np.zeros(len(self.labels))
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            total += (hi - lo) * self._run(feats[lo:hi])
+        return total / n, chunks
+
+    def _run(self, feats: np.ndarray) -> np.ndarray:
         x = (feats - self._mean) * self._inv_std
         if x.shape[0] < self.meta.min_frames:
             pad = np.zeros((self.meta.min_frames - x.shape[0], x.shape[1]), dtype=np.float32)
             x = np.vstack([x, pad])
         out = self._session.run([self._output], {self._input: x[None].astype(np.float32, copy=False)})[0]
         row = np.asarray(out, dtype=np.float64).reshape(-1)
-        return softmax(row) if self.meta.output_kind == "logits" else row
+        if row.shape != (len(self.labels),) or not np.isfinite(row).all():
+            raise ModelOutputError(f"model output {np.array2string(row, precision=3, threshold=10)} is not "
+                                   f"{len(self.labels)} finite numbers")
+        if self.meta.output_kind == "logits":
+            return softmax(row)
+        if row.min() < -1e-4 or row.max() > 1 + 1e-4 or abs(row.sum() - 1.0) > 1e-3:
+            raise ModelOutputError(f"model output sums to {row.sum():.4g} with values in "
+                                   f"[{row.min():.4g}, {row.max():.4g}]: not probabilities")
+        row = np.clip(row, 0.0, None)
+        return row / row.sum()
 
     def predict(self, audio: np.ndarray) -> Prediction:
-        probs = self.predict_features(self.features(audio))
-        best = int(np.argmax(probs))
-        return Prediction(
-            label=self.labels[best],
-            confidence=float(probs[best]),
-            probabilities={lab: float(p) for lab, p in zip(self.labels, probs, strict=True)},
-        )
+        """Label, confidence and every label's probability for one segment."""
+        return self.classify(audio).prediction()
 
 
 def metadata_dict(meta: ModelMetadata) -> dict[str, str]:
@@ -263,5 +351,5 @@ def metadata_dict(meta: ModelMetadata) -> dict[str, str]:
     return {METADATA_KEY: meta.to_json()}
 
 
-__all__ += ["Prediction", "metadata_dict"]
+__all__ += ["Classification", "ModelOutputError", "Prediction", "metadata_dict"]
 

@@ -230,18 +230,13 @@ class Pipeline:
 
     def _emit(self, seg: Segment) -> None:
         assert self._source is not None
-        t0 = time.monotonic()
         try:
-            feats = self.model.features(seg.audio)
-            t1 = time.monotonic()
-            probs = self.model.predict_features(feats)
-        except Exception as exc:  # a bad segment must not take the daemon down
+            result = self.model.classify(seg.audio)
+        except Exception as exc:  # a bad segment or a bad model answer must not take the daemon down
             self.counters.errors += 1
             log.error("segment %d of %s could not be classified: %s", seg.index, self._source.source_id, exc)
             return
-        t2 = time.monotonic()
-        labels = self.model.labels
-        best = int(np.argmax(probs))
+        probs = result.probabilities
         decided = self._arrival(seg.detected_at)
         event = EmotionEvent(
             source=self._source.source_id,
@@ -251,14 +246,14 @@ class Pipeline:
             end=round(seg.end / self.sr, 4),
             wall_start=round(self._arrival(seg.start + 1) + self._wall_offset, 4),
             wall_end=round(self._arrival(seg.end) + self._wall_offset, 4),
-            label=labels[best],
-            confidence=round(float(probs[best]), 5),
-            probabilities={lab: round(float(p), 5) for lab, p in zip(labels, probs, strict=True)},
+            label=result.label,
+            confidence=round(result.confidence, 5),
+            probabilities={lab: round(float(p), 5) for lab, p in zip(result.labels, probs, strict=True)},
             model=self.model.model_id,
             vad_delay_ms=round((seg.detected_at - seg.speech_end) * 1000 / self.sr, 2),
             processing_ms=0.0,
-            features_ms=round((t1 - t0) * 1000, 3),
-            inference_ms=round((t2 - t1) * 1000, 3),
+            features_ms=round(result.features_ms, 3),
+            inference_ms=round(result.inference_ms, 3),
         )
         if seg.final:
             self.counters.segments += 1

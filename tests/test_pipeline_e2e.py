@@ -72,7 +72,7 @@ def test_replay_publishes_expected_events_in_order(tmp_path, tiny):
             assert e["start"] == pytest.approx(s.start / 16000, abs=1e-3)
             assert e["end"] == pytest.approx(s.end / 16000, abs=1e-3)
             # the published label is what the model says about exactly that audio
-            probs = model.predict_features(model.features(s.audio))
+            probs = model.classify(s.audio).probabilities
             assert e["label"] == model.labels[int(np.argmax(probs))]
             assert e["confidence"] == pytest.approx(float(probs.max()), abs=1e-4)
             assert sum(e["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)

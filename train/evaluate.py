@@ -71,13 +71,20 @@ def score(probs: np.ndarray, clips: list[Clip], labels: tuple[str, ...]) -> dict
     return out
 
 
-def predict(model: EmotionModel, audio: list[np.ndarray]) -> np.ndarray:
+def predict(model: EmotionModel, audio: list[np.ndarray]) -> tuple[np.ndarray, dict]:
+    """Probabilities for each clip through the daemon's own path
+    (:meth:`EmotionModel.classify`), and what it cost per clip (median milliseconds)."""
     prog = Progress("score", len(audio))
-    rows = []
+    rows, feat_ms, infer_ms = [], [], []
     for a in audio:
-        rows.append(model.predict_features(model.features(_to_float(a))))
+        result = model.classify(_to_float(a))
+        rows.append(result.probabilities)
+        feat_ms.append(result.features_ms)
+        infer_ms.append(result.inference_ms)
         prog.step()
-    return np.array(rows)
+    cost = {"features_ms_median": round(float(np.median(feat_ms)), 3) if feat_ms else None,
+            "inference_ms_median": round(float(np.median(infer_ms)), 3) if infer_ms else None}
+    return np.array(rows), cost
 
 
 def evaluate_model(model_path: Path, data: Path, cache_dir: Path, split_file: Path | None = None,
@@ -95,8 +102,10 @@ def evaluate_model(model_path: Path, data: Path, cache_dir: Path, split_file: Pa
         raise ValueError(f"model has no label for {unknown}")
     vad = model.meta.vad or VadConfig()
     clips, audio = AudioCache(cache_dir, vad).trimmed(clips)
-    probs = predict(model, audio)
-    return score(probs, clips, model.labels), clips
+    probs, cost = predict(model, audio)
+    result = score(probs, clips, model.labels)
+    result["cost"] = cost
+    return result, clips
 
 
 def plot_confusion(result: dict, path: Path, title: str) -> Path:
