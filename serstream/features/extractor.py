@@ -148,7 +148,10 @@ class FeatureExtractor:
         s = self._scratch
         n_frames = self.n_frames(y.size)
         mel = s.rows("mel", c.n_mels, n_frames)
-        mel_power(y, n_frames, self._window, *self._pairs, c.n_fft, c.hop_length, c.pad_mode == "reflect",
+        offset = c.n_fft // 2
+        if c.pad_mode == "reflect":
+            y, offset = np.pad(y, offset, mode="reflect"), 0
+        mel_power(y, n_frames, self._window, *self._pairs, c.n_fft, c.hop_length, offset,
                   *self._fft, c.power, self._mel_start, self._mel_weights, s.re, s.im, s.spec, mel)
         return mel
 
