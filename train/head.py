@@ -1,0 +1,88 @@
+"""What sits on the Whisper encoder: per-layer statistics pooling and a small head.
+
+Emotion is spread over the encoder's depth (prosody and voice quality early, more
+abstract cues later), so the head sees the mean and standard deviation over time of
+several hidden states, standardised per layer, mixes them with learned softmax weights
+(one per layer, as in the SUPERB benchmark's weighted sum) and classifies the mix with
+a two-layer MLP. Pooling per layer first is what makes a frozen-encoder head cheap to
+train: the pooled statistics of every training clip (and its augmented versions) are
+cached once, and the head trains on them in minutes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from train.whisper import WhisperEncoder
+
+__all__ = ["pooled_stats", "LayerStats", "EmotionHead", "WhisperEmotion"]
+
+
+def pooled_stats(states: list[torch.Tensor]) -> torch.Tensor:
+    """Mean and standard deviation over time of each state: ``[batch, layers, 2 * d]``."""
+    out = []
+    for h in states:
+        mean = h.mean(dim=1)
+        std = torch.sqrt(((h - mean.unsqueeze(1)) ** 2).mean(dim=1) + 1e-6)
+        out.append(torch.cat([mean, std], dim=-1))
+    return torch.stack(out, dim=1)
+
+
+class LayerStats(nn.Module):
+    """Encoder -> pooled statistics of every hidden state: what the training cache holds."""
+
+    def __init__(self, encoder: WhisperEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return pooled_stats(self.encoder(features))
+
+
+class EmotionHead(nn.Module):
+    """Pooled statistics of ``layers`` -> logits.
+
+    ``center`` and ``scale`` (``[len(layers), 2 * d]``, training-set statistics) put every
+    layer's statistics on one scale before the weighted sum; they are buffers, so the
+    exported graph carries them.
+    """
+
+    def __init__(self, layers: tuple[int, ...], d: int, n_labels: int, hidden: int = 256,
+                 dropout: float = 0.3) -> None:
+        super().__init__()
+        self.layers = tuple(layers)
+        self.register_buffer("center", torch.zeros(len(layers), 2 * d))
+        self.register_buffer("scale", torch.ones(len(layers), 2 * d))
+        self.layer_logits = nn.Parameter(torch.zeros(len(layers)))
+        self.drop_in = nn.Dropout(dropout)
+        self.mlp = nn.Sequential(nn.Linear(2 * d, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_labels))
+
+    def layer_weights(self) -> torch.Tensor:
+        return torch.softmax(self.layer_logits, dim=0)
+
+    def forward(self, stats: torch.Tensor) -> torch.Tensor:
+        """``stats``: ``[batch, len(layers), 2 * d]``, already restricted to ``layers``."""
+        z = (stats - self.center) / self.scale
+        mixed = (z * self.layer_weights()[None, :, None]).sum(dim=1)
+        return self.mlp(self.drop_in(mixed))
+
+
+class WhisperEmotion(nn.Module):
+    """The served graph: normalised log-mel ``[1, time, 80]`` -> probabilities ``[1, labels]``.
+
+    The encoder is cut after the deepest layer the head uses, so blocks that earn
+    nothing cost nothing.
+    """
+
+    def __init__(self, encoder: WhisperEncoder, head: EmotionHead) -> None:
+        super().__init__()
+        if len(encoder.blocks) < max(head.layers):
+            raise ValueError(f"head reads layer {max(head.layers)}, encoder has {len(encoder.blocks)} blocks")
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        states = self.encoder(features)
+        stats = pooled_stats([states[i] for i in self.head.layers])
+        return torch.softmax(self.head(stats), dim=-1)
