@@ -17,7 +17,9 @@ from train.corpora import LABELS, scan
 from train.dataset import AudioCache
 from train.export import export, max_difference
 from train.fit import FitConfig, fit
+from train.fit_cnn import CnnConfig
 from train.net import EmotionCNN
+from train.prepare import DataConfig
 
 
 def _meta() -> ModelMetadata:
@@ -78,7 +80,8 @@ def test_train_features_equal_serving_features(tmp_path, data_dir):
 
 
 def test_short_fit_produces_a_model_the_daemon_runs(tmp_path, data_dir):
-    cfg = FitConfig(epochs=2, limit=8, width=32, name="tiny-fit")
+    cfg = FitConfig(kind="mfcc", name="tiny-fit", data=DataConfig(limit=8), seen_speakers=False,
+                    cnn=CnnConfig(epochs=2, width=32))
     card = fit(data_dir, tmp_path / "out", tmp_path / "cache", cfg)
     model_path = tmp_path / "out" / "tiny-fit.onnx"
     for suffix in (".onnx", ".json", ".md", ".split.json", ".confusion.png"):

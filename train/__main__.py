@@ -12,16 +12,43 @@ from pathlib import Path
 log = logging.getLogger("train")
 
 
+def fit_config(args: argparse.Namespace):
+    """The FitConfig the command line asks for: the shipped model's choices, overridden."""
+    from train.fit import FitConfig
+    from train.prepare import DataConfig
+
+    cfg = FitConfig(kind=args.kind, name=args.name or ("serstream-whisper" if args.kind == "whisper" else "serstream-fast"),
+                    data=DataConfig(limit=args.limit), seen_speakers=not args.no_seen)
+    whisper, cnn = cfg.whisper, cfg.cnn
+    if args.epochs is not None:
+        whisper, cnn = replace(whisper, epochs=args.epochs), replace(cnn, epochs=args.epochs)
+    if args.layers:
+        try:
+            whisper = replace(whisper, layers=tuple(int(x) for x in args.layers.split(",")))
+        except ValueError as exc:
+            raise ValueError(f"--layers: {exc}") from None
+    if args.quantize:
+        whisper = replace(whisper, quantize=args.quantize)
+    return replace(cfg, whisper=whisper, cnn=cnn)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train", description="Train and evaluate serstream emotion models.")
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fit", help="train, export ONNX + model card into --out")
     f.add_argument("--data", type=Path, required=True, help="folder with ravdess/, cremad/, tess/, savee/ (any case)")
+    f.add_argument("--kind", choices=["whisper", "mfcc"], default="whisper",
+                   help="whisper: Whisper-base encoder + head (the default model); mfcc: the light CNN")
     f.add_argument("--out", type=Path, default=Path("models"))
-    f.add_argument("--cache", type=Path, default=Path(".cache"), help="where decoded/trimmed audio is kept")
+    f.add_argument("--cache", type=Path, default=Path(".cache"),
+                   help="where decoded/trimmed audio and encoder statistics are kept")
     f.add_argument("--epochs", type=int, default=None)
     f.add_argument("--limit", type=int, default=None, help="clips per corpus (quick runs)")
-    f.add_argument("--name", default="serstream-emotion")
+    f.add_argument("--layers", default=None, help="whisper: hidden states the head reads, e.g. 1,2,3,4")
+    f.add_argument("--quantize", choices=["auto", "int8", "fp32"], default=None,
+                   help="whisper: int8 matrix products (auto: if validation holds)")
+    f.add_argument("--no-seen", action="store_true", help="skip scoring the training clips (seen speakers)")
+    f.add_argument("--name", default=None, help="file name stem (default serstream-whisper / serstream-fast)")
     e = sub.add_parser("evaluate", help="score a model on a data folder; metrics JSON + confusion PNG")
     e.add_argument("--model", type=Path, required=True)
     e.add_argument("--data", type=Path, required=True)
@@ -39,12 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.command == "fit":
-            from train.fit import FitConfig, fit
+            from train.fit import fit
 
-            cfg = FitConfig(limit=args.limit, name=args.name)
-            if args.epochs is not None:
-                cfg = replace(cfg, epochs=args.epochs)
-            fit(args.data, args.out, args.cache, cfg)
+            fit(args.data, args.out, args.cache, fit_config(args))
         elif args.command == "evaluate":
             from train.evaluate import evaluate_model, plot_confusion
 

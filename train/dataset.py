@@ -23,7 +23,7 @@ import logging
 import os
 import pickle
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -38,7 +38,6 @@ from train.augment import AugmentConfig, cached_variants
 from train.corpora import Clip
 
 log = logging.getLogger(__name__)
-SR = 16000
 
 
 class Progress:
@@ -68,19 +67,19 @@ def _file_id(p: Path) -> str:
     return f"{p.resolve()}:{st.st_size}:{int(st.st_mtime)}"
 
 
-def _trim_one(args: tuple[str, dict]) -> np.ndarray | str:
-    path, vad = args
+def _trim_one(args: tuple[str, int, dict]) -> np.ndarray | str:
+    path, sr, vad = args
     try:
-        y = load_audio(path, SR).samples
+        y = load_audio(path, sr).samples
     except AudioFileError as exc:
         return str(exc)
-    return trim(y, SR, VadConfig(**vad)).astype(np.float32, copy=False)
+    return trim(y, sr, VadConfig(**vad)).astype(np.float32, copy=False)
 
 
-def _variants_one(args: tuple[np.ndarray, dict, int]) -> list[np.ndarray]:
-    y16, aug, seed = args
+def _variants_one(args: tuple[np.ndarray, int, dict, int]) -> list[np.ndarray]:
+    y16, sr, aug, seed = args
     rng = np.random.default_rng(seed)
-    return [_to_int16(v) for v in cached_variants(_to_float(y16), SR, AugmentConfig(**aug), rng)]
+    return [_to_int16(v) for v in cached_variants(_to_float(y16), sr, AugmentConfig(**aug), rng)]
 
 
 def _to_int16(y: np.ndarray) -> np.ndarray:
@@ -110,12 +109,13 @@ def _parallel(fn: Callable, jobs: list, what: str, workers: int) -> list:
 
 
 class AudioCache:
-    """Trimmed waveforms and augmentation variants, on disk."""
+    """Trimmed waveforms (at the model's rate ``sr``) and augmentation variants, on disk."""
 
-    def __init__(self, cache_dir: Path, vad: VadConfig, workers: int | None = None) -> None:
+    def __init__(self, cache_dir: Path, vad: VadConfig, sr: int = 16000, workers: int | None = None) -> None:
         self.dir = Path(cache_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.vad = vad
+        self.sr = sr
         self.workers = workers or max(1, (os.cpu_count() or 1))
 
     def _load(self, name: str) -> dict:
@@ -133,13 +133,13 @@ class AudioCache:
 
     def trimmed(self, clips: list[Clip]) -> tuple[list[Clip], list[np.ndarray]]:
         """(clips that decoded, their trimmed float32 audio); failures are logged and dropped."""
-        name = f"trimmed32-{_key(asdict(self.vad))}.pkl"
+        name = f"trimmed32-{_key(asdict(self.vad), self.sr)}.pkl"
         store = self._load(name)
         ids = [_file_id(c.path) for c in clips]
         todo = [(i, c) for i, (c, k) in enumerate(zip(clips, ids, strict=True)) if k not in store]
         if todo:
             log.info("extracting %d clips (decode, VAD trim) with %d workers", len(todo), self.workers)
-            res = _parallel(_trim_one, [(str(c.path), asdict(self.vad)) for _, c in todo],
+            res = _parallel(_trim_one, [(str(c.path), self.sr, asdict(self.vad)) for _, c in todo],
                             "extract", self.workers)
             for (i, _), r in zip(todo, res, strict=True):
                 store[ids[i]] = r
@@ -158,24 +158,25 @@ class AudioCache:
 
     def variants(self, clips: list[Clip], audio: list[np.ndarray], aug: AugmentConfig,
                  seed: int) -> list[list[np.ndarray]]:
-        name = f"variants-{_key(asdict(self.vad), asdict(aug), seed)}.pkl"
+        name = f"variants-{_key(asdict(self.vad), self.sr, asdict(aug), seed)}.pkl"
         store = self._load(name)
         ids = [_file_id(c.path) for c in clips]
         todo = [i for i, k in enumerate(ids) if k not in store]
         if todo:
             log.info("augmenting %d training clips (time stretch, pitch shift)", len(todo))
-            res = _parallel(_variants_one, [(audio[i], asdict(aug), seed + i) for i in todo],
+            res = _parallel(_variants_one, [(audio[i], self.sr, asdict(aug), seed + i) for i in todo],
                             "augment", self.workers)
             for i, r in zip(todo, res, strict=True):
                 store[ids[i]] = r
             self._save(name, store)
         return [store[k] for k in ids]
 
-
     def features(self, clips: list[Clip], audio: list[np.ndarray],
                  config: FeatureConfig) -> list[np.ndarray]:
         """Clean features of trimmed clips through the serving extractor, cached on disk."""
-        name = f"features-{_key(asdict(config), asdict(self.vad))}.pkl"
+        if config.sr != self.sr:
+            raise ValueError(f"features at {config.sr} Hz asked of audio cached at {self.sr} Hz")
+        name = f"features-{_key(asdict(config), asdict(self.vad), self.sr)}.pkl"
         store = self._load(name)
         ids = [_file_id(c.path) for c in clips]
         todo = [i for i, k in enumerate(ids) if k not in store]
@@ -189,8 +190,3 @@ class AudioCache:
         else:
             log.info("features: all %d clips from cache", len(clips))
         return [store[k] for k in ids]
-
-
-def features(extract: Callable[[np.ndarray], np.ndarray], audio: Iterable[np.ndarray]) -> list[np.ndarray]:
-    """int16 or float waveforms -> (frames, features) float32 via the serving extractor."""
-    return [extract(_to_float(a)) for a in audio]

