@@ -52,10 +52,20 @@ def wheel(tmp_path_factory) -> Path:
     return found
 
 
+def _modules() -> list[str]:
+    """Every module of the package in the checkout, as dotted names."""
+    pkg = ROOT / "serstream"
+    return sorted(".".join(("serstream", *p.relative_to(pkg).with_suffix("").parts)).removesuffix(".__init__")
+                  for p in pkg.rglob("*.py") if p.name != "__main__.py")
+
+
 def test_wheel_holds_the_shipped_models_and_no_train(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"serstream"}, top  # no top-level `train` (or anything else) in site-packages
+    code = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "serstream").rglob("*.py"))
+    missing = [c for c in code if c not in names]
+    assert not missing, f"modules left out of the wheel: {missing}"
     shipped = sorted(p.name for p in (ROOT / "models").iterdir() if p.suffix in (".onnx", ".md"))
     assert any(n.endswith(".onnx") for n in shipped)
     packaged = sorted(n.removeprefix("serstream/models/") for n in names if n.startswith("serstream/models/"))
@@ -73,8 +83,12 @@ def test_installed_wheel_finds_its_model_away_from_the_checkout(wheel, tmp_path)
     away = tmp_path / "elsewhere"
     away.mkdir()
     info = json.loads(_run(env_dir / "bin" / "serstream", "info", "--json", cwd=away).stdout)
-    site = Path(_run(py, "-c", "import serstream; print(serstream.__file__)", cwd=away).stdout.strip()).parent
-    assert site.is_relative_to(env_dir), f"imported {site}, not the installed wheel"
+    # every module comes from the venv (the machine may also have an editable serstream)
+    script = "import importlib, sys\nfor m in sys.argv[1:]: print(importlib.import_module(m).__file__)"
+    files = _run(py, "-c", script, *_modules(), cwd=away).stdout.split()
+    outside = [f for f in files if not Path(f).is_relative_to(env_dir)]
+    assert files and not outside, f"imported from outside the installed wheel: {outside}"
+    site = Path(files[0]).parent
     assert Path(info["path"]) == site / "models" / "serstream-emotion.onnx"
     assert not Path(info["path"]).is_symlink() and info["labels"]
     clip = EXAMPLES / "sad_savee_DC_sa01.wav"
