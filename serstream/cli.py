@@ -202,11 +202,15 @@ def _printer(args: argparse.Namespace):
 
 
 def _load_model(args: argparse.Namespace):
-    from serstream.model import EmotionModel, default_model_path
+    from serstream.errors import ModelError
+    from serstream.model import EmotionModel, ModelOutputError, default_model_path
 
     path = args.model or default_model_path()
     model = EmotionModel(path, threads=args.threads)
-    model.warmup()
+    try:
+        model.warmup()
+    except ModelOutputError as exc:  # it cannot even classify silence: a bad model, the user's to fix
+        raise ModelError(f"{path}: refused at warm-up: {exc}") from None
     log.info("model %s: %s", model.model_id, ", ".join(model.labels))
     return model
 
