@@ -81,10 +81,18 @@ def test_sigint_finishes_segment_in_progress(virtual_mic, tiny, tmp_path):
     with Subscriber(ep, topics=("emotion", "stats")) as sub:
         _wait_stats(sub, timeout=60)
         player = virtual_mic.play(long_clip)
-        # mid-speech, as the daemon itself reports it
-        deadline = time.monotonic() + 60
-        while not _wait_stats(sub, timeout=60)["in_speech"]:
+        # mid-speech, as the daemon itself reports it, and long enough into it (by its
+        # stream clock) to be a segment rather than a click (min_speech_ms = 250)
+        deadline, since = time.monotonic() + 60, None
+        while True:
             assert time.monotonic() < deadline, "the daemon never heard speech"
+            ev = _wait_stats(sub, timeout=60)
+            if not ev["in_speech"]:
+                since = None
+            elif since is None:
+                since = ev["stream_s"]
+            elif ev["stream_s"] - since >= 0.6:
+                break
         t0 = time.monotonic()
         daemon.send_signal(signal.SIGINT)
         daemon.wait(timeout=10)
