@@ -185,8 +185,10 @@ class _Stopper:
         if self.event.is_set():
             os.write(2, b"serstream: second signal, exiting now\n")
             os._exit(130)
-        log.info("%s received: %s", signal.Signals(signum).name, self.what)
+        # set before logging: a second signal can arrive while the line is being written
+        # (Python runs handlers between any two bytecodes, this one's included)
         self.event.set()
+        log.info("%s received: %s", signal.Signals(signum).name, self.what)
 
 
 def _printer(args: argparse.Namespace):
