@@ -86,7 +86,7 @@ from pathlib import Path
 import soundfile as sf
 from serstream.model import EmotionModel
 from serstream.pipeline import Pipeline, PipelineConfig
-from serstream.replay import FileSource
+from serstream.replay import FileSource, ReplayConfig
 from serstream.decode import load_audio
 files = [Path(p) for p in sys.stdin.read().split("\n") if p]
 mode = sys.argv[1]
@@ -102,7 +102,7 @@ if mode.startswith("pipeline"):
     stop = threading.Event()
     t0 = time.perf_counter()
     for f in files:
-        src = FileSource(f, speed=0)
+        src = FileSource(f, config=ReplayConfig(speed=0))
         pipe.run(src, stop)
         audio += src.ring.frames_written / 16000
     print(json.dumps({"wall": time.perf_counter() - t0, "audio": audio, "files": len(files), "segments": pipe.counters.segments}))

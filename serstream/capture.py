@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from serstream.errors import DeviceError
+from serstream.events import MicHealth
 from serstream.ring import RingBuffer
 
-__all__ = ["MicSource", "list_input_devices", "resolve_device"]
+__all__ = ["CaptureConfig", "MicSource", "list_input_devices", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +62,49 @@ def resolve_device(device: str | int | None) -> tuple[int | None, dict[str, Any]
     try:
         info = sd.query_devices(device, kind="input")
     except ValueError as exc:
-        msg = str(exc).splitlines()[0]
+        msg = str(exc).splitlines()[0].rstrip(":")
         if device is None:
             raise DeviceError(f"no default audio input device ({msg})") from None
-        raise DeviceError(f"no input device matches {device!r} ({msg}); see `serstream devices`") from None
+        if msg.startswith("No input device matching"):  # sounddevice's words for what we say
+            raise DeviceError(f"no input device matches {device!r}; see `serstream devices`") from None
+        raise DeviceError(f"input device {device!r}: {msg}; see `serstream devices`") from None
     except sd.PortAudioError as exc:
         what = "no audio input device available" if device is None else f"input device {device!r} unavailable"
         raise DeviceError(f"{what} (PortAudio: {exc}); see `serstream devices`") from None
     if info["max_input_channels"] < 1:
         raise DeviceError(f"device {info['name']!r} has no input channels")
     return info["index"], dict(info)
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """Which input device, and how to open and watch it.
+
+    ``device``: an index or (part of) a name; None is the system default.
+    ``samplerate``: None captures at the model's rate if the device takes it, else at
+    the device's own (the pipeline resamples). ``blocksize`` 0 lets PortAudio choose
+    the lowest latency it can sustain. ``ring_seconds`` is the processing stall the
+    ring absorbs before audio is lost (and counted as overflows). A stream with no
+    callback for ``stall_timeout`` s is taken as lost and reopened, waiting at most
+    ``max_backoff`` s between tries.
+    """
+
+    device: str | int | None = None
+    samplerate: int | None = None
+    channels: int = 1
+    blocksize: int = 0
+    source_id: str | None = None
+    ring_seconds: float = 4.0
+    stall_timeout: float = 2.0
+    max_backoff: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.channels < 1:
+            raise ValueError(f"channels must be at least 1, got {self.channels}")
+        if self.blocksize < 0:
+            raise ValueError(f"blocksize must be >= 0 (0: PortAudio's choice), got {self.blocksize}")
+        if self.samplerate is not None and self.samplerate <= 0:
+            raise ValueError(f"samplerate must be positive, got {self.samplerate}")
 
 
 class MicSource:
@@ -85,31 +120,17 @@ class MicSource:
     gap interrupted.
     """
 
-    def __init__(
-        self,
-        device: str | int | None = None,
-        sr: int = 16000,
-        samplerate: int | None = None,
-        channels: int = 1,
-        blocksize: int = 0,
-        ring_seconds: float = 4.0,
-        source_id: str | None = None,
-        stall_timeout: float = 2.0,
-        max_backoff: float = 5.0,
-    ) -> None:
+    def __init__(self, config: CaptureConfig | None = None, sr: int = 16000) -> None:
+        config = config or CaptureConfig()
+        self.config = config
         self._sd = _sd()
-        self._device_spec = device
         self._wanted_sr = sr
-        self._fixed_rate = samplerate
-        self.channels = channels
-        self.blocksize = blocksize
-        self.stall_timeout = stall_timeout
-        self.max_backoff = max_backoff
-        self.device, info = resolve_device(device)
+        self.channels = config.channels
+        self.device, info = resolve_device(config.device)
         self.device_name = info["name"]
-        self.sample_rate = samplerate or self._pick_rate(sr, int(info["default_samplerate"]))
-        self.source_id = source_id or f"mic:{self.device_name}"
-        self.ring = RingBuffer(int(self.sample_rate * ring_seconds), channels)
+        self.sample_rate = config.samplerate or self._pick_rate(sr, int(info["default_samplerate"]))
+        self.source_id = config.source_id or f"mic:{self.device_name}"
+        self.ring = RingBuffer(int(self.sample_rate * config.ring_seconds), config.channels)
         self.callbacks = 0
         self.status_flags = 0
         self.input_overflows = 0
@@ -131,7 +152,7 @@ class MicSource:
                 samplerate=self.sample_rate,
                 channels=self.channels,
                 dtype="float32",
-                blocksize=self.blocksize,
+                blocksize=self.config.blocksize,
                 latency="low",
                 callback=self._callback,
             )
@@ -179,7 +200,7 @@ class MicSource:
                 self._seen_callbacks = self.callbacks
                 self._last_progress = now
                 return False
-            if self._stream.active and now - self._last_progress < self.stall_timeout:
+            if self._stream.active and now - self._last_progress < self.config.stall_timeout:
                 return False
             why = "stopped" if not self._stream.active else f"silent for {now - self._last_progress:.1f} s"
             log.warning("input device %r %s: retrying in the background", self.device_name, why)
@@ -194,7 +215,7 @@ class MicSource:
             try:
                 self._reopen()
             except Exception as exc:  # any PortAudio failure: try again later
-                self._backoff = min(self._backoff * 2, self.max_backoff)
+                self._backoff = min(self._backoff * 2, self.config.max_backoff)
                 self._next_retry = time.monotonic() + self._backoff
                 log.debug("reopening %r failed (%s); next try in %.2f s", self.device_name, exc, self._backoff)
                 return False
@@ -209,9 +230,9 @@ class MicSource:
         sd = self._sd
         sd._terminate()  # re-scan devices: the one that came back may have a new index
         sd._initialize()
-        self.device, info = resolve_device(self._device_spec)
+        self.device, info = resolve_device(self.config.device)
         self.device_name = info["name"]
-        rate = self._fixed_rate or self._pick_rate(self._wanted_sr, int(info["default_samplerate"]))
+        rate = self.config.samplerate or self._pick_rate(self._wanted_sr, int(info["default_samplerate"]))
         if rate != self.sample_rate:
             raise DeviceError(f"device came back at {rate} Hz instead of {self.sample_rate} Hz")
         self._stream = self._open()
@@ -226,14 +247,14 @@ class MicSource:
         self._close_stream()
         self.state = "closed"
 
-    def health(self) -> dict[str, Any]:
-        return {
-            "device": self.state,
-            "device_name": self.device_name,
-            "device_samplerate": self.sample_rate,
-            "callbacks": self.callbacks,
-            "status_flags": self.status_flags,
-            "input_overflows": self.input_overflows,
-            "reconnects": self.reconnects,
-            "lost_for_s": None if self.lost_since is None else round(time.monotonic() - self.lost_since, 2),
-        }
+    def health(self) -> MicHealth:
+        return MicHealth(
+            device=self.state,
+            device_name=self.device_name,
+            device_samplerate=self.sample_rate,
+            callbacks=self.callbacks,
+            status_flags=self.status_flags,
+            input_overflows=self.input_overflows,
+            reconnects=self.reconnects,
+            lost_for_s=None if self.lost_since is None else round(time.monotonic() - self.lost_since, 2),
+        )

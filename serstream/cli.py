@@ -25,40 +25,74 @@ log = logging.getLogger("serstream")
 
 
 # ---------------------------------------------------------------------- arguments
+# Every default shown here is read from the configuration dataclass that defines it.
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                   help="logging detail on stderr (debug also shows tracebacks)")
+                   help="logging detail on stderr; debug also shows tracebacks (default: %(default)s)")
+
+
+def _add_output(p: argparse.ArgumentParser, default: str) -> None:
+    """The same stdout options for run and replay; only the default differs (a daemon
+    stays quiet, a replay prints)."""
+    g = p.add_argument_group(f"output on stdout (default: {'--print' if default == 'text' else '--quiet'})")
+    x = g.add_mutually_exclusive_group()
+    x.add_argument("--print", dest="output", action="store_const", const="text",
+                   help="print each emotion event as a line")
+    x.add_argument("--json", dest="output", action="store_const", const="json",
+                   help="print each message as a JSON line, exactly as published "
+                        "(serstream/schema/event.schema.json)")
+    x.add_argument("--quiet", dest="output", action="store_const", const="none",
+                   help="print nothing on stdout (publish only)")
+    g.add_argument("--stats", action="store_true",
+                   help="print stats messages too (implies --print unless --json)")
+    p.set_defaults(output=None, output_default=default)
 
 
 def _add_pipeline(p: argparse.ArgumentParser) -> None:
-    from serstream.publish import default_bind
+    from serstream.pipeline import PipelineConfig
+    from serstream.publish import PublishConfig, default_bind
+    from serstream.vad import VAD_FRAME_MS, VAD_MODES, VadConfig
 
+    pub, pipe, vad = PublishConfig(), PipelineConfig(), VadConfig()
     g = p.add_argument_group("model and publishing")
-    g.add_argument("--model", type=Path, default=None,
-                   help="ONNX model with serstream metadata (default: $SERSTREAM_MODEL or the shipped model)")
-    g.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
-    g.add_argument("--bind", default=default_bind(),
-                   help="ZeroMQ endpoint to publish on (default %(default)s; loopback only)")
-    g.add_argument("--hwm", type=int, default=1000,
-                   help="messages queued per subscriber before that subscriber starts losing them")
-    g.add_argument("--stats-interval", type=float, default=5.0, help="seconds between stats messages")
+    g.add_argument("--model", type=Path, default=None, metavar="FILE",
+                   help="ONNX model with serstream metadata (default: $SERSTREAM_MODEL, else the shipped model)")
+    g.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default: %(default)s)")
+    g.add_argument("--bind", default=default_bind(), metavar="ENDPOINT",
+                   help="ZeroMQ endpoint to publish on; loopback unless you choose otherwise "
+                        f"(default: $SERSTREAM_BIND, else {pub.bind})")
+    g.add_argument("--hwm", type=int, default=pub.hwm, metavar="N",
+                   help="messages queued per subscriber before that subscriber starts losing them "
+                        "(default: %(default)s)")
+    g.add_argument("--stats-interval", type=float, default=pipe.stats_interval, metavar="SECONDS",
+                   help="seconds between stats messages (default: %(default)s)")
     g.add_argument("--curve-secret", type=Path, default=None, metavar="FILE",
                    help="encrypt with CurveZMQ using this server secret key (from `serstream keys`)")
     g.add_argument("--allow-clients", type=Path, default=None, metavar="DIR",
                    help="with --curve-secret: only clients whose public keys (*.key) are in DIR")
-    v = p.add_argument_group("voice activity detection (defaults: the model's, else serstream's)")
-    v.add_argument("--vad-aggressiveness", type=int, choices=[0, 1, 2, 3], default=None,
-                   help="WebRTC VAD mode: 0 keeps most audio as speech, 3 is strictest")
-    v.add_argument("--vad-frame-ms", type=int, choices=[10, 20, 30], default=None)
-    v.add_argument("--speech-pad-ms", type=int, default=None, help="audio kept before and after speech")
-    v.add_argument("--hangover-ms", type=int, default=None, help="silence that ends a segment")
-    v.add_argument("--min-speech-ms", type=int, default=None, help="shorter segments are dropped")
-    v.add_argument("--max-speech-ms", type=int, default=None, help="longer speech is split")
-    v.add_argument("--partial-interval-ms", type=int, default=None,
-                   help="emit a partial result this often during long speech (0: never)")
+    v = p.add_argument_group("voice activity detection (default: the model's settings, else serstream's, shown)")
+    v.add_argument("--vad-aggressiveness", type=int, choices=VAD_MODES, default=None,
+                   help=f"WebRTC VAD mode: 0 keeps most audio as speech, 3 is strictest ({vad.aggressiveness})")
+    v.add_argument("--vad-frame-ms", type=int, choices=VAD_FRAME_MS, default=None,
+                   help=f"VAD frame length ({vad.frame_ms})")
+    v.add_argument("--speech-pad-ms", type=int, default=None, metavar="MS",
+                   help=f"audio kept before and after speech ({vad.speech_pad_ms})")
+    v.add_argument("--hangover-ms", type=int, default=None, metavar="MS",
+                   help=f"silence that ends a segment ({vad.hangover_ms})")
+    v.add_argument("--min-speech-ms", type=int, default=None, metavar="MS",
+                   help=f"shorter segments are dropped ({vad.min_speech_ms})")
+    v.add_argument("--max-speech-ms", type=int, default=None, metavar="MS",
+                   help=f"longer speech is split ({vad.max_speech_ms})")
+    v.add_argument("--partial-interval-ms", type=int, default=None, metavar="MS",
+                   help=f"emit a partial result this often during long speech; 0: never ({vad.partial_interval_ms})")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from serstream.capture import CaptureConfig
+    from serstream.client import DEFAULT_CONNECT
+    from serstream.replay import ReplayConfig
+
+    cap, rpl = CaptureConfig(), ReplayConfig()
     parser = argparse.ArgumentParser(
         prog="serstream",
         description="Real-time speech emotion recognition: microphone -> VAD -> MFCC -> ONNX -> ZeroMQ.",
@@ -68,66 +102,79 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     run = sub.add_parser("run", help="capture a microphone and publish emotion events")
-    run.add_argument("--device", default=None, help="input device index or name substring (default: system default)")
-    run.add_argument("--samplerate", type=int, default=None,
-                     help="capture rate (default: the model's if the device takes it, else the device's)")
-    run.add_argument("--channels", type=int, default=1, help="channels to capture (averaged to mono)")
-    run.add_argument("--blocksize", type=int, default=0, help="frames per callback (0: PortAudio's choice)")
-    run.add_argument("--source-id", default=None, help="name of this stream in events (default mic:<device>)")
-    run.add_argument("--print", dest="print_events", action="store_true", help="also print events on stdout")
-    run.add_argument("--json", action="store_true", help="print events as JSON lines (implies --print)")
+    g = run.add_argument_group("capture")
+    g.add_argument("--device", default=cap.device, metavar="INDEX|NAME",
+                   help="input device index or name substring, see `serstream devices` (default: system default)")
+    g.add_argument("--samplerate", type=int, default=cap.samplerate, metavar="HZ",
+                   help="capture rate (default: the model's if the device takes it, else the device's)")
+    g.add_argument("--channels", type=int, default=cap.channels,
+                   help="channels to capture, averaged to mono (default: %(default)s)")
+    g.add_argument("--blocksize", type=int, default=cap.blocksize, metavar="FRAMES",
+                   help="frames per callback; 0: PortAudio's choice (default: %(default)s)")
+    g.add_argument("--source-id", default=cap.source_id, metavar="NAME",
+                   help="name of this stream in events (default: mic:<device name>)")
+    _add_output(run, default="none")
     _add_pipeline(run)
     _add_common(run)
 
     rep = sub.add_parser("replay", help="feed audio files through the pipeline as a simulated microphone")
-    rep.add_argument("files", nargs="+", type=Path, help="audio files (wav, flac, ogg, ...)")
-    rep.add_argument("--speed", type=float, default=1.0,
-                     help="1 = real time (default), N = N times faster, 0 = as fast as possible")
-    rep.add_argument("--json", action="store_true", help="print events as JSON lines")
-    rep.add_argument("--quiet", action="store_true", help="print nothing on stdout (publish only)")
-    rep.add_argument("--stats", action="store_true", help="print stats messages too")
+    rep.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                     help="audio files (wav, flac, ogg: whatever libsndfile reads)")
+    rep.add_argument("--speed", type=float, default=rpl.speed,
+                     help="1 = real time, N = N times faster, 0 = as fast as possible (default: %(default)s)")
     rep.add_argument("--no-publish", action="store_true", help="do not open a ZeroMQ socket (batch scoring)")
     rep.add_argument("--wait-subscriber", type=float, default=0.0, metavar="SECONDS",
                      help="wait up to SECONDS for a subscriber before replaying, so none misses the start")
+    _add_output(rep, default="text")
     _add_pipeline(rep)
     _add_common(rep)
 
     lis = sub.add_parser("listen", help="subscribe to a daemon and print its events")
-    lis.add_argument("--connect", action="append", default=None,
-                     help="daemon endpoint, repeatable (default tcp://127.0.0.1:5556)")
-    lis.add_argument("--json", action="store_true", help="JSON lines instead of human-readable lines")
+    lis.add_argument("--connect", action="append", default=None, metavar="ENDPOINT",
+                     help=f"daemon endpoint, repeatable (default: {DEFAULT_CONNECT})")
+    lis.add_argument("--json", action="store_true",
+                     help="print each message as a JSON line, as received, instead of a human-readable line")
     lis.add_argument("--stats", action="store_true", help="also show stats messages")
-    lis.add_argument("--count", type=int, default=None, help="exit after this many emotion events")
-    lis.add_argument("--timeout", type=float, default=None, help="exit after this many seconds without a message")
+    lis.add_argument("--count", type=int, default=None, metavar="N",
+                     help="exit after N emotion events (exit 1 if the timeout comes first)")
+    lis.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                     help="exit once SECONDS pass without a message: an idle timeout, restarted by "
+                          "each message (default: wait for ever)")
     lis.add_argument("--curve-server-key", type=Path, default=None, metavar="FILE",
                      help="the daemon's public key (server.key), for an encrypted daemon")
     lis.add_argument("--curve-secret", type=Path, default=None, metavar="FILE",
                      help="this client's secret key (client.key_secret)")
+    _add_common(lis)
 
     keys = sub.add_parser("keys", help="make CurveZMQ key pairs (secret files mode 0600)")
-    keys.add_argument("directory", type=Path)
+    keys.add_argument("directory", type=Path, metavar="DIR",
+                      help="where to write NAME.key (public) and NAME.key_secret (secret); created if missing")
     keys.add_argument("--name", action="append", default=None,
                       help="key pair name, repeatable (default: server and client)")
     _add_common(keys)
-    _add_common(lis)
 
     dev = sub.add_parser("devices", help="list audio input devices")
-    dev.add_argument("--json", action="store_true")
+    dev.add_argument("--json", action="store_true", help="a JSON list instead of one line per device")
     _add_common(dev)
 
     info = sub.add_parser("info", help="show a model's labels, features and provenance")
-    info.add_argument("model", nargs="?", type=Path, default=None)
-    info.add_argument("--json", action="store_true")
+    info.add_argument("model", nargs="?", type=Path, default=None, metavar="MODEL",
+                      help="ONNX model file (default: $SERSTREAM_MODEL, else the shipped model)")
+    info.add_argument("--json", action="store_true", help="everything as one JSON document")
     _add_common(info)
     return parser
 
 
 # ---------------------------------------------------------------------- helpers
 class _Stopper:
-    """First SIGINT/SIGTERM: finish the segment in progress and exit cleanly.
-    Second: exit at once."""
+    """First SIGINT/SIGTERM: finish what is in progress and exit cleanly (``what`` says
+    what that is, for the log line; each command sets it). Second: exit at once.
 
-    def __init__(self) -> None:
+    Installed before the arguments are even parsed, so a signal at any moment of
+    start-up is one of these two, never a traceback."""
+
+    def __init__(self, what: str = "exiting") -> None:
+        self.what = what
         self.event = threading.Event()
 
     def install(self) -> None:
@@ -138,16 +185,34 @@ class _Stopper:
         if self.event.is_set():
             os.write(2, b"serstream: second signal, exiting now\n")
             os._exit(130)
-        log.info("%s received: finishing the current segment", signal.Signals(signum).name)
+        # set before logging: a second signal can arrive while the line is being written
+        # (Python runs handlers between any two bytecodes, this one's included)
         self.event.set()
+        log.info("%s received: %s", signal.Signals(signum).name, self.what)
+
+
+def _printer(args: argparse.Namespace):
+    """The stdout sink that run's and replay's output options ask for, or None."""
+    from serstream.render import Printer
+
+    output = args.output or ("text" if args.stats else args.output_default)
+    if output == "none":
+        if args.stats:
+            raise UserError("--stats prints stats messages: it cannot go with --quiet")
+        return None
+    return Printer(as_json=output == "json", stats=args.stats)
 
 
 def _load_model(args: argparse.Namespace):
-    from serstream.model import EmotionModel, default_model_path
+    from serstream.errors import ModelError
+    from serstream.model import EmotionModel, ModelOutputError, default_model_path
 
     path = args.model or default_model_path()
     model = EmotionModel(path, threads=args.threads)
-    model.warmup()
+    try:
+        model.warmup()
+    except ModelOutputError as exc:  # it cannot even classify silence: a bad model, the user's to fix
+        raise ModelError(f"{path}: refused at warm-up: {exc}") from None
     log.info("model %s: %s", model.model_id, ", ".join(model.labels))
     return model
 
@@ -177,7 +242,10 @@ def _pipeline(args: argparse.Namespace, model, publisher, sinks):
     if args.stats_interval <= 0:
         raise UserError("--stats-interval must be positive")
     cfg = PipelineConfig(vad=_vad_config(args, model), stats_interval=args.stats_interval)
-    return Pipeline(model, publisher, cfg, sinks)
+    pipeline = Pipeline(model, publisher, cfg, sinks)
+    if publisher is not None:
+        log.info("publishing on %s (session %s)", publisher.endpoint, pipeline.outlet.session)
+    return pipeline
 
 
 def _publisher(args: argparse.Namespace):
@@ -189,56 +257,63 @@ def _publisher(args: argparse.Namespace):
     if args.allow_clients is not None and args.curve_secret is None:
         raise UserError("--allow-clients needs --curve-secret")
     curve = CurveServer(args.curve_secret, args.allow_clients) if args.curve_secret else None
-    pub = Publisher(PublishConfig(bind=args.bind, hwm=args.hwm, curve=curve))
-    log.info("publishing on %s (session %s)", pub.endpoint, pub.session)
-    return pub
+    return Publisher(PublishConfig(bind=args.bind, hwm=args.hwm, curve=curve))
+
+
+def _summary(what: str, pipeline) -> None:
+    c = pipeline.counters
+    log.info("%s: %d segments, %d events%s", what, c.segments, c.events,
+             f", {c.errors} segments not classified" if c.errors else "")
 
 
 # ---------------------------------------------------------------------- commands
-def cmd_run(args: argparse.Namespace) -> int:
-    from serstream.capture import MicSource
-    from serstream.render import Printer
+def cmd_run(args: argparse.Namespace, stopper: _Stopper) -> int:
+    from serstream.capture import CaptureConfig, MicSource
 
-    stopper = _Stopper()
-    stopper.install()
-    model = _load_model(args)
-    source = MicSource(args.device, sr=model.sample_rate, samplerate=args.samplerate,
-                       channels=args.channels, blocksize=args.blocksize, source_id=args.source_id)
-    publisher = _publisher(args)
-    sinks = [Printer(as_json=args.json)] if (args.print_events or args.json) else []
-    pipeline = _pipeline(args, model, publisher, sinks)
-    log.info("capturing from %r at %d Hz; Ctrl-C to stop", source.device_name, source.sample_rate)
+    stopper.what = "finishing the current segment"
     try:
+        capture = CaptureConfig(device=args.device, samplerate=args.samplerate, channels=args.channels,
+                                blocksize=args.blocksize, source_id=args.source_id)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    sinks = [p] if (p := _printer(args)) else []
+    model = _load_model(args)
+    source = MicSource(capture, sr=model.sample_rate)
+    publisher = _publisher(args)
+    try:
+        pipeline = _pipeline(args, model, publisher, sinks)
+        log.info("capturing from %r at %d Hz; Ctrl-C to stop", source.device_name, source.sample_rate)
         pipeline.run(source, stopper.event)
     finally:
         publisher.close()
+    _summary(f"captured {pipeline.stats().stream_s:.1f} s from {source.device_name!r}", pipeline)
     return 0
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    from serstream.render import Printer
-    from serstream.replay import FileSource
+def cmd_replay(args: argparse.Namespace, stopper: _Stopper) -> int:
+    from serstream.replay import FileSource, ReplayConfig
 
-    if args.speed < 0:
-        raise UserError("--speed must be >= 0 (0 = as fast as possible)")
-    stopper = _Stopper()
-    stopper.install()
+    try:
+        replay = ReplayConfig(speed=args.speed)
+    except ValueError as exc:
+        raise UserError(f"--{exc}") from None
+    stopper.what = "finishing the current segment"
+    sinks = [p] if (p := _printer(args)) else []
     model = _load_model(args)
     publisher = None if args.no_publish else _publisher(args)
-    sinks = [] if args.quiet else [Printer(as_json=args.json, stats=args.stats)]
-    pipeline = _pipeline(args, model, publisher, sinks)
-    if (publisher is not None and args.wait_subscriber > 0
-            and not publisher.wait_for_subscriber(args.wait_subscriber, stopper.event)
-            and not stopper.event.is_set()):
-        log.warning("no subscriber after %.1f s; replaying anyway", args.wait_subscriber)
     failed: list[str] = []
     done = 0
     try:
+        pipeline = _pipeline(args, model, publisher, sinks)
+        if (publisher is not None and args.wait_subscriber > 0
+                and not publisher.wait_for_subscriber(args.wait_subscriber, stopper.event)
+                and not stopper.event.is_set()):
+            log.warning("no subscriber after %.1f s; replaying anyway", args.wait_subscriber)
         for path in args.files:
             if stopper.event.is_set():
                 break
             try:
-                source = FileSource(path, sr=model.sample_rate, speed=args.speed)
+                source = FileSource(path, sr=model.sample_rate, config=replay)
             except AudioFileError as exc:
                 log.error("%s", exc)
                 failed.append(str(path))
@@ -254,21 +329,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
             publisher.close()
     if failed:
         log.error("%d of %d files failed: %s", len(failed), len(args.files), ", ".join(failed))
-        return 1
-    log.info("replayed %d files: %d segments, %d events", done, pipeline.counters.segments,
-             pipeline.counters.events)
-    return 0
+    _summary(f"replayed {done} of {len(args.files)} files", pipeline)
+    return 1 if failed else 0
 
 
-def cmd_listen(args: argparse.Namespace) -> int:
+def cmd_listen(args: argparse.Namespace, stopper: _Stopper) -> int:
+    import time
+
     from serstream.client import DEFAULT_CONNECT, Subscriber
+    from serstream.events import EMOTION_TOPIC, STATS_TOPIC, Message
     from serstream.render import Printer
-
-    stopper = _Stopper()
-    stopper.install()
-    topics = ("emotion", "stats") if args.stats else ("emotion",)
     from serstream.security import CurveClient
 
+    stopper.what = "stopping"
+    if args.timeout is not None and args.timeout <= 0:
+        raise UserError("--timeout must be positive")
+    topics = (EMOTION_TOPIC, STATS_TOPIC) if args.stats else (EMOTION_TOPIC,)
     printer = Printer(as_json=args.json, stats=args.stats)
     if (args.curve_server_key is None) != (args.curve_secret is None):
         raise UserError("an encrypted daemon needs both --curve-server-key and --curve-secret")
@@ -278,29 +354,33 @@ def cmd_listen(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     seen = 0
+    log.info("listening to %s; Ctrl-C to stop", ", ".join(args.connect or [DEFAULT_CONNECT]))
+    idle_until = None if args.timeout is None else time.monotonic() + args.timeout
     with sub:
         while not stopper.event.is_set():
-            ev = sub.recv(timeout=0.2 if args.timeout is None else min(0.2, args.timeout))
+            ev = sub.recv(timeout=0.2)  # short, so that a signal is seen at once
             if ev is None:
-                if args.timeout is not None:
-                    args.timeout -= 0.2
-                    if args.timeout <= 0:
-                        break
+                if idle_until is not None and time.monotonic() >= idle_until:
+                    break
                 continue
-            printer(ev.pop("topic"), ev)
-            if ev.get("type") == "emotion":
+            if idle_until is not None:
+                idle_until = time.monotonic() + args.timeout
+            topic = ev.pop("topic")
+            printer(Message.of(topic, ev))
+            if topic == EMOTION_TOPIC:
                 seen += 1
                 if args.count is not None and seen >= args.count:
                     break
         if sub.gaps:
             log.warning("lost %d messages in %d gaps", sub.lost, sub.gaps)
     if args.count is not None and seen < args.count:
-        log.error("received %d of %d events before timing out", seen, args.count)
+        log.error("received %d of %d events before %s", seen, args.count,
+                  "being stopped" if stopper.event.is_set() else "timing out")
         return 1
     return 0
 
 
-def cmd_devices(args: argparse.Namespace) -> int:
+def cmd_devices(args: argparse.Namespace, stopper: _Stopper) -> int:
     from serstream.capture import list_input_devices
 
     devices = list_input_devices()
@@ -316,7 +396,17 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_info(args: argparse.Namespace) -> int:
+INFO_WIDTH = 200  # characters of a value on one line of `info`; --json has everything
+
+
+def _clipped(text: str, width: int = INFO_WIDTH) -> str:
+    """``text`` cut to ``width`` characters with a visible mark saying so."""
+    if len(text) <= width:
+        return text
+    return f"{text[: width - 24]}… (+{len(text) - width + 24} chars, see --json)"
+
+
+def cmd_info(args: argparse.Namespace, stopper: _Stopper) -> int:
     from serstream.model import EmotionModel, default_model_path
 
     path = args.model or default_model_path()
@@ -329,22 +419,29 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     feats = model.meta.features
-    print(f"model      {model.model_id}")
-    print(f"file       {path} ({summary['size_bytes'] / 1e6:.2f} MB)")
-    print(f"labels     {', '.join(model.labels)}")
-    print(f"audio      {model.sample_rate} Hz mono")
-    print(f"features   {feats.n_mfcc} MFCC (n_fft {feats.n_fft}, win {feats.win_length}, hop "
-          f"{feats.hop_length}, {feats.n_mels} mels) + {feats.delta_order} delta orders "
-          f"= {feats.n_features} per frame")
+    rows = [
+        ("model", model.model_id),
+        ("file", f"{path} ({summary['size_bytes'] / 1e6:.2f} MB)"),
+        ("labels", ", ".join(model.labels)),
+        ("audio", f"{model.sample_rate} Hz mono"),
+        ("features", f"{feats.n_mfcc} MFCC (n_fft {feats.n_fft}, win {feats.win_length}, hop "
+                     f"{feats.hop_length}, {feats.n_mels} mels) + {feats.delta_order} delta orders "
+                     f"= {feats.n_features} per frame"),
+    ]
     if model.meta.vad:
-        print(f"vad        {json.dumps(model.meta.vad.to_dict())}")
-    for k, v in model.meta.provenance.items():
-        text = v if isinstance(v, str) else json.dumps(v)
-        print(f"{k:<10} {text[:200]}")
+        rows.append(("vad", ", ".join(f"{k} {v}" for k, v in model.meta.vad.to_dict().items())))
+    for key, value in model.meta.provenance.items():
+        # one line per entry of a nested document, so no figure hides past the edge
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub_key, v in items:
+            rows.append((key if sub_key is None else f"{key}.{sub_key}", v if isinstance(v, str) else json.dumps(v)))
+    width = max(len(k) for k, _ in rows)
+    for key, text in rows:
+        print(f"{key:<{width}}  {_clipped(text)}")
     return 0
 
 
-def cmd_keys(args: argparse.Namespace) -> int:
+def cmd_keys(args: argparse.Namespace, stopper: _Stopper) -> int:
     from serstream.security import make_keys
 
     for name in args.name or ["server", "client"]:
@@ -366,16 +463,25 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    stopper = _Stopper()
+    stopper.install()
     parser = build_parser()
     args = parser.parse_args(argv)
     level = getattr(logging, args.log_level.upper())
     logging.basicConfig(level=level, format="serstream: %(levelname)s: %(message)s", stream=sys.stderr)
     try:
-        rc = COMMANDS[args.command](args)
+        rc = COMMANDS[args.command](args, stopper)
         # done and on the way out: a late Ctrl-C must not turn a clean exit into a crash
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.stdout.flush()
         return rc
+    except BrokenPipeError:
+        # stdout was closed by its reader (`serstream info | head -1`): nothing more to
+        # say to it. Point stdout at /dev/null so the interpreter's own flush at exit
+        # cannot fail on the same pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except UserError as exc:
         if level <= logging.DEBUG:
             log.exception("details")

@@ -20,13 +20,15 @@ from typing import Any
 
 import zmq
 
+from serstream.events import EMOTION_TOPIC
+from serstream.publish import PublishConfig
 from serstream.security import CurveClient
 
 __all__ = ["Subscriber", "DEFAULT_CONNECT", "MAX_MESSAGE_BYTES"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONNECT = "tcp://127.0.0.1:5556"
+DEFAULT_CONNECT = PublishConfig.bind  # where a daemon publishes unless told otherwise
 MAX_MESSAGE_BYTES = 1 << 20
 # Transport guard only: beyond this libzmq drops the connection (losing what follows),
 # so the real limit is enforced in _parse where a rejection can be reported.
@@ -46,7 +48,7 @@ class Subscriber:
     def __init__(
         self,
         connect: str | list[str] = DEFAULT_CONNECT,
-        topics: tuple[str, ...] = ("emotion",),
+        topics: tuple[str, ...] = (EMOTION_TOPIC,),
         hwm: int = 10000,
         context: zmq.Context | None = None,
         curve: CurveClient | None = None,

@@ -16,7 +16,7 @@ import soxr
 
 from serstream.errors import AudioFileError
 
-__all__ = ["DecodedAudio", "AudioStream", "open_audio", "load_audio", "to_mono", "resample"]
+__all__ = ["DecodedAudio", "AudioStream", "Resampler", "open_audio", "load_audio", "to_mono"]
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,24 @@ def to_mono(block: np.ndarray) -> np.ndarray:
     return block.mean(axis=1, dtype=np.float32)
 
 
-def resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    if sr_in == sr_out:
-        return y
-    return soxr.resample(y, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
+class Resampler:
+    """Mono float32 from ``sr_in`` to ``sr_out``, block by block (soxr, HQ), carrying
+    the filter's state across blocks; a pass-through when the rates agree.
+
+    One implementation for files (decoded at their own rate) and devices (captured at
+    theirs): both reach the VAD resampled the same way.
+    """
+
+    def __init__(self, sr_in: int, sr_out: int) -> None:
+        self._stream = (
+            soxr.ResampleStream(sr_in, sr_out, 1, dtype="float32", quality="HQ") if sr_in != sr_out else None
+        )
+
+    def __call__(self, x: np.ndarray, last: bool = False) -> np.ndarray:
+        """The resampled block; ``last=True`` also returns what the filter still holds."""
+        if self._stream is None:
+            return x
+        return self._stream.resample_chunk(x, last=last)
 
 
 def _check_path(path: Path) -> None:
@@ -87,11 +101,7 @@ class AudioStream:
         self.blocksize = blocksize
         self.non_finite = 0
         self.frames_in = 0
-        self._resampler = (
-            soxr.ResampleStream(self.source_sr, sr, 1, dtype="float32", quality="HQ")
-            if self.source_sr != sr
-            else None
-        )
+        self._resampler = Resampler(self.source_sr, sr)
 
     def __iter__(self):
         try:
@@ -109,8 +119,7 @@ class AudioStream:
                 if bad.any():
                     self.non_finite += int(bad.sum())
                     mono[bad] = 0.0
-                if self._resampler is not None:
-                    mono = self._resampler.resample_chunk(mono, last=last)
+                mono = self._resampler(mono, last=last)
                 # after resampling: its ringing can overshoot full scale
                 np.clip(mono, -1.0, 1.0, out=mono)
                 if mono.size:

@@ -18,6 +18,7 @@ measures is what the daemon serves.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import math
 import os
@@ -38,21 +39,42 @@ __all__ = [
     "ModelMetadata",
     "EmotionModel",
     "default_model_path",
+    "shipped_model_dir",
+    "shipped_model_path",
     "softmax",
 ]
 
 METADATA_KEY = "serstream"
 FORMAT_VERSION = 1
-_REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL_NAME = "serstream-emotion.onnx"
 
 
+def shipped_model_dir() -> Path:
+    """The folder of the models shipped inside the package (``serstream/models/``).
+
+    Found through :mod:`importlib.resources`, so the same call works from a wheel, an
+    editable install and a checkout (where ``serstream/models`` links to the top-level
+    ``models/`` that training writes to). ONNX Runtime needs real files: a package run
+    from a zip archive is refused with a one-line reason.
+    """
+    folder = importlib.resources.files("serstream").joinpath("models")
+    if not isinstance(folder, Path):
+        raise ModelError(f"the shipped models are inside an archive ({folder}): "
+                         "install serstream unpacked, or pass --model")
+    return folder
+
+
+def shipped_model_path(filename: str) -> Path:
+    """A model file shipped with the package, by file name (see :func:`shipped_model_dir`)."""
+    return shipped_model_dir() / filename
+
+
 def default_model_path() -> Path:
-    """``$SERSTREAM_MODEL`` if set, else the model shipped in the repository's ``models/``."""
+    """``$SERSTREAM_MODEL`` if set, else the shipped default model."""
     env = os.environ.get("SERSTREAM_MODEL")
     if env:
         return Path(env)
-    return _REPO_MODELS / DEFAULT_MODEL_NAME
+    return shipped_model_path(DEFAULT_MODEL_NAME)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,13 @@
 """The one small object that wires the stages together.
 
     source (microphone callback | replay thread)
-      -> RingBuffer -> [downmix, soxr resample] -> Segmenter (WebRTC VAD)
-      -> FeatureExtractor -> EmotionModel -> Publisher (+ optional local sinks)
+      -> RingBuffer -> [downmix, Resampler] -> Framer -> Segmenter (WebRTC VAD)
+      -> EmotionModel -> Outlet: Stamper -> Publisher (ZeroMQ) and local sinks
 
 Everything after the ring runs on one consumer thread (the caller's), so the stages
 need no locks; the only hand-over between threads is the lock-free ring. Live capture
-and replay differ only in who writes into the ring.
+and replay differ only in who writes into the ring. Each stage is its own object,
+tested on its own; :class:`Pipeline` only runs the loop and turns segments into events.
 """
 
 from __future__ import annotations
@@ -17,22 +18,24 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import soxr
 
-from serstream.events import SCHEMA_VERSION, STATS_TOPIC, EmotionEvent
-from serstream.model import EmotionModel
-from serstream.publish import Publisher
+from serstream.decode import Resampler, to_mono
+from serstream.events import EmotionEvent, FileHealth, Message, MicHealth, Stamper, Stats
 from serstream.ring import RingBuffer
-from serstream.vad import Segment, Segmenter, VadConfig, to_pcm16
+from serstream.vad import Framer, Segment, Segmenter, VadConfig
 
-__all__ = ["Source", "Pipeline", "PipelineConfig", "Counters"]
+if TYPE_CHECKING:  # types only: importing the pipeline (for its config) must not load numba
+    from serstream.model import EmotionModel
+    from serstream.publish import Publisher
+
+__all__ = ["Source", "Sink", "Pipeline", "PipelineConfig", "Counters", "LevelMeter", "Outlet"]
 
 log = logging.getLogger(__name__)
 
-Sink = Callable[[str, dict[str, Any]], None]
+Sink = Callable[[Message], None]
 
 
 class Source(Protocol):
@@ -50,11 +53,18 @@ class Source(Protocol):
     def poll(self) -> bool: ...
     def wait(self, timeout: float) -> None: ...
     def close(self) -> None: ...
-    def health(self) -> dict[str, Any]: ...
+    def health(self) -> MicHealth | FileHealth: ...
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
+    """How the consumer thread works.
+
+    ``stats_interval``: seconds between stats messages. ``poll_interval``: how long an
+    idle loop waits for audio (a microphone cannot signal, so it is polled; 4 ms is
+    well under a VAD frame). ``read_block``: frames taken from the ring at a time.
+    """
+
     vad: VadConfig = field(default_factory=VadConfig)
     stats_interval: float = 5.0
     poll_interval: float = 0.004
@@ -65,33 +75,61 @@ class PipelineConfig:
 class Counters:
     """Running totals; reported on the ``stats`` topic."""
 
-    frames_in: int = 0
     segments: int = 0
     partials: int = 0
     events: int = 0
     errors: int = 0
-    _sumsq: float = 0.0
-    _peak: float = 0.0
-    _n: int = 0
 
-    def level(self, mono: np.ndarray) -> None:
+
+class LevelMeter:
+    """Input level (RMS and peak, dBFS) of the audio since the meter was last restarted."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self._sumsq, self._peak, self._n = 0.0, 0.0, 0
+
+    def add(self, mono: np.ndarray) -> None:
         if mono.size:
             self._sumsq += float(np.dot(mono, mono))
             self._peak = max(self._peak, float(np.max(np.abs(mono))))
             self._n += mono.size
 
-    def take_level(self) -> tuple[float | None, float | None]:
-        """RMS and peak in dBFS since the last call (None when nothing came in)."""
+    def reading(self) -> tuple[float | None, float | None]:
+        """RMS and peak in dBFS (None when nothing came in); reading changes nothing."""
         if self._n == 0:
             return None, None
-        rms = math.sqrt(self._sumsq / self._n)
-        out = (_dbfs(rms), _dbfs(self._peak))
-        self._sumsq, self._peak, self._n = 0.0, 0.0, 0
-        return out
+        return _dbfs(math.sqrt(self._sumsq / self._n)), _dbfs(self._peak)
 
 
 def _dbfs(x: float) -> float:
+    # digital silence reads -200 dBFS; NaN (a device delivering NaN) stays NaN, which
+    # the stamper sends as null
     return round(20 * math.log10(max(x, 1e-10)), 1)
+
+
+class Outlet:
+    """Where messages go: each is stamped once (:class:`~serstream.events.Stamper`), then
+    the very same :class:`~serstream.events.Message` goes to the ZeroMQ socket (if any)
+    and to every local sink (stdout printers)."""
+
+    def __init__(self, publisher: Publisher | None, sinks: list[Sink] | None = None,
+                 stamper: Stamper | None = None) -> None:
+        self.publisher = publisher
+        self.sinks = list(sinks or [])
+        self.stamper = stamper or Stamper()
+
+    @property
+    def session(self) -> str:
+        return self.stamper.session
+
+    def send(self, body: EmotionEvent | Stats) -> None:
+        message = self.stamper.stamp(body)
+        if self.publisher is not None:
+            self.publisher.send(message)
+        for sink in self.sinks:
+            sink(message)
 
 
 class Pipeline:
@@ -105,19 +143,18 @@ class Pipeline:
         sinks: list[Sink] | None = None,
     ) -> None:
         self.model = model
-        self.publisher = publisher
         self.config = config or PipelineConfig()
-        self.sinks = list(sinks or [])
+        self.outlet = Outlet(publisher, sinks)
         self.sr = model.sample_rate
         self.segmenter = Segmenter(self.config.vad, self.sr)
+        self.framer = Framer(self.segmenter.frame_length)
         self.counters = Counters()
+        self.level = LevelMeter()
         self.started = time.monotonic()
         self._next_stats = self.started + self.config.stats_interval
         self._wall_offset = time.time() - time.monotonic()
         self._source: Source | None = None
-        self._frame = np.zeros(self.segmenter.frame_length, dtype=np.float32)
-        self._frame_pcm = np.zeros(self.segmenter.frame_length, dtype=np.int16)
-        self._frame_fill = 0
+        self._resampler = Resampler(self.sr, self.sr)
         self._stream_samples = 0  # samples at model rate fed to the segmenter
         self._rate_ratio = 1.0
 
@@ -131,21 +168,16 @@ class Pipeline:
         self._begin(source)
         cfg = self.config
         block = np.zeros((cfg.read_block, source.channels), dtype=np.float32)
-        resampler = (
-            soxr.ResampleStream(source.sample_rate, self.sr, 1, dtype="float32", quality="HQ")
-            if source.sample_rate != self.sr
-            else None
-        )
         source.start()
         generation = source.generation
         try:
-            while True:
+            while not stop.is_set():  # checked with data waiting too: a fast replay never lets the ring run dry
                 n = source.ring.read(block)
                 if n:
-                    self._consume(block[:n], resampler)
+                    self._consume(block[:n])
                     self._maybe_stats()
                     continue
-                if stop.is_set() or (source.finished() and source.ring.available == 0):
+                if source.finished() and source.ring.available == 0:
                     break
                 if source.poll() or source.generation != generation:
                     generation = source.generation
@@ -156,14 +188,11 @@ class Pipeline:
             source.close()
         # whatever the producer wrote before it stopped is still ours to process
         while (n := source.ring.read(block)) > 0:
-            self._consume(block[:n], resampler)
-        if resampler is not None:
-            self._feed(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
-        if self._frame_fill:
-            self._frame[self._frame_fill :] = 0.0
-            self._frame_pcm[self._frame_fill :] = 0
-            self._frame_fill = self._frame.shape[0]
-            self._feed(np.zeros(0, dtype=np.float32))
+            self._consume(block[:n])
+        self._feed(self._resampler(np.zeros(0, dtype=np.float32), last=True))
+        tail = self.framer.flush()
+        if tail is not None:
+            self._frame(*tail)
         for ev in self.segmenter.flush():
             self._emit(ev)
         self.publish_stats()
@@ -178,47 +207,24 @@ class Pipeline:
     def _begin(self, source: Source) -> None:
         self._source = source
         self.segmenter.reset_states()
-        self._frame_fill = 0
+        self.framer.reset()
+        self._resampler = Resampler(source.sample_rate, self.sr)
         self._stream_samples = 0
         self._rate_ratio = source.sample_rate / self.sr
 
-    def _consume(self, block: np.ndarray, resampler: soxr.ResampleStream | None) -> None:
-        mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
-        self.counters.frames_in += mono.shape[0]
-        self.counters.level(mono)
-        if resampler is not None:
-            mono = resampler.resample_chunk(np.ascontiguousarray(mono))
-        self._feed(mono)
+    def _consume(self, block: np.ndarray) -> None:
+        mono = to_mono(block)
+        self.level.add(mono)
+        self._feed(self._resampler(np.ascontiguousarray(mono)))
 
     def _feed(self, x: np.ndarray) -> None:
-        """Cut the model-rate stream into VAD frames and run the segmenter on each.
+        for frame, pcm in self.framer.frames(x):
+            self._frame(frame, pcm)
 
-        The block is converted to the VAD's 16-bit PCM in one go; frames wholly inside
-        it are passed as views, and only a frame that straddles two blocks is copied.
-        """
-        frame, frame_pcm = self._frame, self._frame_pcm
-        fl = frame.shape[0]
-        pcm = to_pcm16(x)
-        i = 0
-        n = x.shape[0]
-        while True:
-            if self._frame_fill == 0 and n - i >= fl:
-                f, p = x[i : i + fl], pcm[i : i + fl]
-                i += fl
-            else:
-                take = min(fl - self._frame_fill, n - i)
-                if take > 0:
-                    frame[self._frame_fill : self._frame_fill + take] = x[i : i + take]
-                    frame_pcm[self._frame_fill : self._frame_fill + take] = pcm[i : i + take]
-                    self._frame_fill += take
-                    i += take
-                if self._frame_fill < fl:
-                    return
-                self._frame_fill = 0
-                f, p = frame, frame_pcm
-            self._stream_samples += fl
-            for ev in self.segmenter.process(f, p):
-                self._emit(ev)
+    def _frame(self, frame: np.ndarray, pcm: np.ndarray) -> None:
+        self._stream_samples += frame.shape[0]
+        for ev in self.segmenter.process(frame, pcm):
+            self._emit(ev)
 
     # ------------------------------------------------------------------ events
     def _arrival(self, stream_sample: int) -> float:
@@ -251,7 +257,7 @@ class Pipeline:
             probabilities={lab: round(float(p), 5) for lab, p in zip(result.labels, probs, strict=True)},
             model=self.model.model_id,
             vad_delay_ms=round((seg.detected_at - seg.speech_end) * 1000 / self.sr, 2),
-            processing_ms=0.0,
+            processing_ms=round((time.monotonic() - decided) * 1000, 3),
             features_ms=round(result.features_ms, 3),
             inference_ms=round(result.inference_ms, 3),
         )
@@ -260,15 +266,7 @@ class Pipeline:
         else:
             self.counters.partials += 1
         self.counters.events += 1
-        payload = event.to_dict()
-        payload["processing_ms"] = round((time.monotonic() - decided) * 1000, 3)
-        self._send("emotion", payload)
-
-    def _send(self, topic: str, payload: dict[str, Any]) -> None:
-        if self.publisher is not None:
-            self.publisher.publish(topic, payload)
-        for sink in self.sinks:
-            sink(topic, payload)
+        self.outlet.send(event)
 
     # ------------------------------------------------------------------ stats
     def _maybe_stats(self) -> None:
@@ -277,30 +275,33 @@ class Pipeline:
             self._next_stats = now + self.config.stats_interval
             self.publish_stats()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Stats:
+        """The stats message as it would be sent now (input level: since the last one)."""
         src = self._source
-        rms, peak = self.counters.take_level()
-        health = src.health() if src is not None else {}
-        return {
-            "type": STATS_TOPIC,
-            "schema": SCHEMA_VERSION,
-            "source": src.source_id if src else None,
-            "uptime_s": round(time.monotonic() - self.started, 3),
-            "stream_s": round(self._stream_samples / self.sr, 3),
-            "frames_captured": src.ring.frames_written if src else 0,
-            "overflows": src.ring.dropped if src else 0,
-            "buffered_s": round(src.ring.available / src.sample_rate, 3) if src else 0.0,
-            "segments": self.counters.segments,
-            "partials": self.counters.partials,
-            "events": self.counters.events,
-            "errors": self.counters.errors,
-            "dropped": self.publisher.dropped if self.publisher else 0,
-            "subscriptions": self.publisher.subscriptions if self.publisher else 0,
-            "level_rms_dbfs": rms,
-            "level_peak_dbfs": peak,
-            "in_speech": self.segmenter.in_speech,
-            **health,
-        }
+        assert src is not None, "stats describe a source: run() one first"
+        rms, peak = self.level.reading()
+        publisher = self.outlet.publisher
+        return Stats(
+            source=src.source_id,
+            uptime_s=round(time.monotonic() - self.started, 3),
+            stream_s=round(self._stream_samples / self.sr, 3),
+            frames_captured=src.ring.frames_written,
+            overflows=src.ring.dropped,
+            buffered_s=round(src.ring.available / src.sample_rate, 3),
+            segments=self.counters.segments,
+            partials=self.counters.partials,
+            events=self.counters.events,
+            errors=self.counters.errors,
+            dropped=publisher.dropped if publisher else 0,
+            subscriptions=publisher.subscriptions if publisher else 0,
+            level_rms_dbfs=rms,
+            level_peak_dbfs=peak,
+            in_speech=self.segmenter.in_speech,
+            health=src.health(),
+        )
 
     def publish_stats(self) -> None:
-        self._send(STATS_TOPIC, self.stats())
+        """Send a stats message; the level meter starts over for the next one."""
+        stats = self.stats()
+        self.level.restart()
+        self.outlet.send(stats)

@@ -15,14 +15,12 @@ import logging
 import os
 import threading
 import time
-import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import zmq
 
 from serstream.errors import UserError
-from serstream.events import encode
+from serstream.events import Message
 from serstream.security import CurveServer, fingerprint
 
 __all__ = ["PublishConfig", "Publisher", "is_loopback_endpoint"]
@@ -32,6 +30,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PublishConfig:
+    """Where and how the daemon publishes.
+
+    ``bind`` defaults to loopback: publishing to the network is an explicit choice.
+    ``hwm`` is how many messages ZeroMQ queues for each subscriber before that
+    subscriber (and only it) starts losing them. ``linger_ms`` bounds how long closing
+    waits for queued messages, so shutdown never hangs on a stuck subscriber.
+    """
+
     bind: str = "tcp://127.0.0.1:5556"
     hwm: int = 1000
     linger_ms: int = 500
@@ -57,8 +63,6 @@ class Publisher:
     def __init__(self, config: PublishConfig, context: zmq.Context | None = None) -> None:
         self.config = config
         self._ctx = context or zmq.Context.instance()
-        self.session = uuid.uuid4().hex[:12]
-        self._seq: dict[str, int] = {}
         self.sent = 0
         self.dropped = 0
         self.subscriptions = 0
@@ -67,9 +71,10 @@ class Publisher:
         sock.setsockopt(zmq.LINGER, config.linger_ms)
         sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # see every (un)subscription, for the count
         self._auth = None
+        public_key = b""
         if config.curve is not None:
             try:
-                self._auth = config.curve.apply(sock, self._ctx)
+                public_key, self._auth = config.curve.apply(sock, self._ctx)
             except BaseException:
                 sock.close(0)
                 raise
@@ -88,24 +93,17 @@ class Publisher:
         if config.curve is not None:
             who = f"clients in {config.curve.allow_dir}" if config.curve.allow_dir else "any client with the server key"
             log.info("CurveZMQ encryption on (server key %s); allowed: %s",
-                     fingerprint(config.curve.public_key), who)
+                     fingerprint(public_key), who)
         elif not is_loopback_endpoint(config.bind):
             log.warning("publishing on %s: reachable from the network and UNENCRYPTED "
                         "(see `serstream keys` and --curve-secret)", config.bind)
 
-    def next_seq(self, topic: str) -> int:
-        return self._seq.get(topic, 0)
-
-    def publish(self, topic: str, payload: dict[str, Any]) -> bool:
-        """Stamp ``seq``/``session``/``published_at`` and send without blocking."""
+    def send(self, message: Message) -> bool:
+        """Hand a stamped message to ZeroMQ without blocking; False (and counted in
+        ``dropped``) when it could not take it."""
         self.poll_subscriptions()
-        seq = self._seq.get(topic, 0)
-        self._seq[topic] = seq + 1
-        payload["seq"] = seq
-        payload["session"] = self.session
-        payload["published_at"] = time.time()
         try:
-            self._sock.send_multipart([topic.encode(), encode(payload)], flags=zmq.NOBLOCK)
+            self._sock.send_multipart([message.topic.encode(), message.data], flags=zmq.NOBLOCK)
         except zmq.Again:
             self.dropped += 1
             return False

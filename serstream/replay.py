@@ -11,16 +11,37 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from serstream.decode import AudioStream, open_audio
 from serstream.errors import AudioFileError
+from serstream.events import FileHealth
 from serstream.ring import RingBuffer
 
-__all__ = ["FileSource"]
+__all__ = ["FileSource", "ReplayConfig"]
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """How a file stands in for a microphone.
+
+    ``speed``: 1 is real time, N is N times faster, 0 is as fast as the pipeline takes
+    it. ``block_ms``: the size of the paced writes (a microphone's callback size).
+    ``ring_seconds``: as for a microphone; a full ring makes the replay wait, never lose.
+    """
+
+    speed: float = 1.0
+    block_ms: int = 20
+    ring_seconds: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not self.speed >= 0:
+            raise ValueError(f"speed must be >= 0 (0 = as fast as possible), got {self.speed}")
+        if self.block_ms < 1:
+            raise ValueError(f"block_ms must be at least 1, got {self.block_ms}")
 
 
 class FileSource:
@@ -31,23 +52,21 @@ class FileSource:
         self,
         path: str | Path,
         sr: int = 16000,
-        speed: float = 1.0,
-        block_ms: int = 20,
-        ring_seconds: float = 4.0,
+        config: ReplayConfig | None = None,
         source_id: str | None = None,
     ) -> None:
-        if speed < 0:
-            raise ValueError("speed must be >= 0 (0 = as fast as possible)")
+        config = config or ReplayConfig()
+        speed = config.speed
         self.path = Path(path)
         self.source_id = source_id or str(path)
         self.sample_rate = sr
         self.channels = 1
         self.speed = speed
-        self._block = max(1, sr * block_ms // 1000)
+        self._block = max(1, sr * config.block_ms // 1000)
         # as fast as possible: few large decode calls; paced: small ones, no latency added
         decode_block = self._block * 8 if speed > 0 else 1 << 16
         self._stream: AudioStream = open_audio(self.path, sr, blocksize=decode_block)
-        self.ring = RingBuffer(int(sr * ring_seconds), 1)
+        self.ring = RingBuffer(int(sr * config.ring_seconds), 1)
         self.error: AudioFileError | None = None
         self.generation = 0
         self._done = threading.Event()
@@ -75,8 +94,8 @@ class FileSource:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def health(self) -> dict[str, Any]:
-        return {"device": "file", "non_finite_samples": self._stream.non_finite}
+    def health(self) -> FileHealth:
+        return FileHealth(non_finite_samples=self._stream.non_finite)
 
     def _produce(self) -> None:
         t0 = time.monotonic()
@@ -105,7 +124,9 @@ class FileSource:
     def _write_all(self, piece: np.ndarray) -> None:
         off = 0
         while off < piece.shape[0]:
-            n = self.ring.write(piece[off:]) if self.ring.free else 0
+            # only what fits: a file waits for room, it never overflows (nothing is lost)
+            free = self.ring.free
+            n = self.ring.write(piece[off : off + free]) if free else 0
             off += n
             if n:
                 self._data.set()

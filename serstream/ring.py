@@ -87,10 +87,6 @@ class RingBuffer:
     def frames_written(self) -> int:
         return self._w
 
-    @property
-    def frames_read(self) -> int:
-        return self._r
-
     def read(self, out: np.ndarray) -> int:
         """Fill ``out`` (``(n, channels)``) with up to ``n`` frames; return frames read."""
         n = min(out.shape[0], self._w - self._r)

@@ -60,14 +60,17 @@ def _load(path: Path, want_secret: bool) -> tuple[bytes, bytes | None]:
     return public, secret
 
 
-@dataclass
+@dataclass(frozen=True)
 class CurveServer:
     """Server side: the publisher's key pair, and optionally the allowed clients."""
 
     secret_file: Path
     allow_dir: Path | None = None
 
-    def apply(self, sock: zmq.Socket, ctx: zmq.Context) -> ThreadAuthenticator | None:
+    def apply(self, sock: zmq.Socket, ctx: zmq.Context) -> tuple[bytes, ThreadAuthenticator | None]:
+        """Make ``sock`` a CURVE server. Returns its public key (whose fingerprint may be
+        logged) and the authenticator thread enforcing ``allow_dir``, which the caller
+        stops when it closes the socket (None without an allow-list)."""
         public, secret = _load(self.secret_file, want_secret=True)
         auth = None
         if self.allow_dir is not None:
@@ -81,11 +84,10 @@ class CurveServer:
         sock.curve_secretkey = secret
         sock.curve_publickey = public
         sock.curve_server = True
-        self.public_key = public
-        return auth
+        return public, auth
 
 
-@dataclass
+@dataclass(frozen=True)
 class CurveClient:
     """Subscriber side: the server's public key and this client's key pair."""
 

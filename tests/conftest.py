@@ -22,10 +22,20 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from audio import DATA  # noqa: E402 - needs the path above
+import procs  # noqa: E402 - needs the path above
+from audio import DATA  # noqa: E402
 from audio import speech_clip as _speech_clip  # noqa: E402
+from tiny_model import build as _build_tiny  # noqa: E402
 
 APT_PACKAGES = "pulseaudio pulseaudio-utils libasound2-plugins libportaudio2"
+
+
+@pytest.fixture(autouse=True)
+def _stop_what_the_test_started() -> Iterator[None]:
+    """After each test, before anything restores the machine: no daemon or player the
+    test started outlives it, whatever the test did or failed to do."""
+    yield
+    procs.reap()
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +43,13 @@ def data_dir() -> Path:
     """``../shared/data``: the four corpora. Missing corpora fail the test, never skip it."""
     assert DATA.is_dir(), f"corpora not found at {DATA} (expected ../shared/data beside the repo)"
     return DATA
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """A small real ONNX model with serstream metadata (see tiny_model.py): fast to load,
+    so tests of the daemon's behaviour do not wait on the shipped model."""
+    return _build_tiny(tmp_path_factory.mktemp("model") / "tiny.onnx")
 
 
 @pytest.fixture(scope="session")
@@ -60,8 +77,8 @@ class VirtualMic:
         Returns the Popen: ``.wait()`` on it to block until the audio has been played.
         """
         path = self._tmp_wav(audio, sr) if isinstance(audio, np.ndarray) else Path(audio)
-        return subprocess.Popen(["paplay", f"--device={self.sink}", str(path)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return procs.track(subprocess.Popen(["paplay", f"--device={self.sink}", str(path)],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
 
     def _tmp_wav(self, y: np.ndarray, sr: int) -> Path:
         self._count += 1

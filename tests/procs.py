@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -26,12 +27,67 @@ def serstream(*args: str, timeout: float = 60, env: dict | None = None, **kw) ->
     )
 
 
+_started: list[subprocess.Popen] = []
+
+
+def track(proc: subprocess.Popen) -> subprocess.Popen:
+    """Remember a child so that :func:`reap` stops it if the test did not."""
+    _started.append(proc)
+    return proc
+
+
+def reap() -> list[str]:
+    """Stop every tracked child still running (SIGINT, then SIGKILL after 30 s), newest
+    first; called after each test (conftest), so a failed test leaves no daemon behind.
+    Returns what had to be stopped."""
+    leftovers = []
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is not None:
+            continue
+        leftovers.append(" ".join(map(str, proc.args)))
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+    return leftovers
+
+
 def spawn(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
+    return track(subprocess.Popen(
         [sys.executable, "-m", "serstream", *map(str, args)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env={**os.environ, **(env or {})},
-    )
+    ))
+
+
+class Lines:
+    """A child's stderr read line by line on a thread, so a test can wait for the daemon
+    to say it reached a state (no sleeping and hoping) and read everything afterwards."""
+
+    def __init__(self, stream) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+
+    def wait_for(self, needle: str, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: any(needle in ln for ln in self.lines), timeout)
+
+    def text(self) -> str:
+        self._thread.join(timeout=10)
+        return "".join(self.lines)
 
 
 def assert_one_line_error(stderr: str, *needles: str) -> None:

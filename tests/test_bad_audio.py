@@ -17,12 +17,6 @@ from procs import EXAMPLES, free_endpoint, serstream, spawn
 from serstream.decode import load_audio
 from serstream.features import FeatureConfig, FeatureExtractor
 from serstream.vad import Segmenter, VadConfig
-from tiny_model import build
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build(tmp_path_factory.mktemp("m") / "tiny.onnx")
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,6 @@ from tiny_model import build, metadata, mutate
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build(tmp_path_factory.mktemp("m") / "tiny.onnx")
-
-
-@pytest.fixture(scope="module")
 def bad_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("bad")
     (d / "empty.wav").write_bytes(b"")
@@ -128,7 +123,8 @@ def test_busy_port(tiny):
 def test_unknown_device(tiny):
     r = serstream("run", "--model", tiny, "--device", "no-such-microphone-xyz", "--bind", free_endpoint())
     assert r.returncode == 2
-    assert_one_line_error(r.stderr, "no input device matches")
+    assert_one_line_error(r.stderr, "no input device matches 'no-such-microphone-xyz'")
+    assert r.stderr.lower().count("no-such-microphone-xyz") == 1, r.stderr  # said once, not twice
 
 
 def test_absent_audio_device(tiny):

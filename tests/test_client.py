@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import time
+import threading
 
 import zmq
 
+from messages import event, stats
 from procs import free_endpoint
 from serstream.client import MAX_MESSAGE_BYTES, Subscriber
+from serstream.events import (
+    EMOTION_TOPIC,
+    STATS_TOPIC,
+    Message,
+    Stamper,
+)
 from serstream.publish import PublishConfig, Publisher, is_loopback_endpoint
 
 
@@ -19,24 +25,29 @@ def _settle(sub: Subscriber, pub: Publisher) -> None:
 def test_gaps_and_bad_messages_are_counted_and_skipped():
     ep = free_endpoint()
     pub = Publisher(PublishConfig(bind=ep))
-    with Subscriber(ep, topics=("emotion",)) as sub:
+    stamper = Stamper()
+    with Subscriber(ep, topics=(EMOTION_TOPIC,)) as sub:
         _settle(sub, pub)
-        pub.publish("emotion", {"type": "emotion", "n": 0})
+        assert pub.send(stamper.stamp(event(0)))
         raw = pub._sock
         raw.send_multipart([b"emotion", b"{not json"])
         raw.send_multipart([b"emotion", b"[1, 2, 3]"])
         raw.send_multipart([b"emotion", b"x", b"three frames"])
         raw.send_multipart([b"emotion", b"x" * (MAX_MESSAGE_BYTES + 10)])
-        pub._seq["emotion"] = 5  # pretend 4 messages were lost on the way
-        pub.publish("emotion", {"type": "emotion", "n": 1})
+        for n in range(4):  # stamped but lost on the way: seq 1-4 never arrive
+            stamper.stamp(event(100 + n))
+        assert pub.send(stamper.stamp(event(1)))
         got = list(sub.events(timeout=2))
-        assert [e["n"] for e in got] == [0, 1]
+        assert [e["segment"] for e in got] == [0, 1]
+        assert [e["seq"] for e in got] == [0, 5]
         assert sub.rejected == 4
         assert sub.gaps == 1 and sub.lost == 4
     pub.close()
 
 
 def test_slow_subscriber_never_blocks_publisher():
+    """A subscriber that never reads: sending returns every time (the publisher's
+    thread is never held), and that subscriber loses what its queue cannot hold."""
     ep = free_endpoint()
     pub = Publisher(PublishConfig(bind=ep, hwm=10))
     ctx = zmq.Context.instance()
@@ -45,24 +56,42 @@ def test_slow_subscriber_never_blocks_publisher():
     stuck.setsockopt(zmq.SUBSCRIBE, b"")
     stuck.connect(ep)
     assert pub.wait_for_subscriber(5)
-    t0 = time.monotonic()
-    for i in range(20000):
-        pub.publish("emotion", {"i": i, "pad": "x" * 200})
-    assert time.monotonic() - t0 < 5
+    message = Message("emotion", {}, b"x" * 2000)
+    sent = 50000  # 100 MB: far more than the socket buffers between the two can hold (tcp_rmem max 32 MB)
+    results: list[bool] = []
+    sender = threading.Thread(target=lambda: results.extend(pub.send(message) for _ in range(sent)))
+    sender.start()
+    # generous: a blocked send would never return at all; load only makes it slower
+    sender.join(timeout=120)
+    assert not sender.is_alive(), "publishing blocked on a subscriber that does not read"
+    assert len(results) == sent and all(results) and pub.dropped == 0
+    received = 0
+    while stuck.poll(500, zmq.POLLIN):
+        stuck.recv_multipart()
+        received += 1
+    assert 0 < received < sent  # it got what its queues held, and lost the rest
     stuck.close(0)
     pub.close()
 
 
-def test_seq_is_per_topic():
+def test_seq_is_per_topic_and_per_session():
     ep = free_endpoint()
     pub = Publisher(PublishConfig(bind=ep))
-    with Subscriber(ep, topics=("emotion", "stats")) as sub:
+    first, second = Stamper(), Stamper()  # two daemon sessions, one after the other
+    body = stats()
+    with Subscriber(ep, topics=(EMOTION_TOPIC, STATS_TOPIC)) as sub:
         _settle(sub, pub)
-        for topic in ("emotion", "stats", "emotion", "stats", "stats"):
-            pub.publish(topic, {"type": topic})
-        got = [(e["topic"], e["seq"]) for e in sub.events(timeout=1)]
-    assert got == [("emotion", 0), ("stats", 0), ("emotion", 1), ("stats", 1), ("stats", 2)]
-    assert all(isinstance(json.dumps(g), str) for g in got)
+        for b in (event(0), body, event(1), body, body):
+            pub.send(first.stamp(b))
+        for b in (body, event(0)):
+            pub.send(second.stamp(b))
+        got = [(e["session"], e["topic"], e["seq"]) for e in sub.events(timeout=1)]
+    s1, s2 = first.session, second.session
+    assert s1 != s2
+    assert got == [(s1, "emotion", 0), (s1, "stats", 0), (s1, "emotion", 1), (s1, "stats", 1), (s1, "stats", 2),
+                   (s2, "stats", 0), (s2, "emotion", 0)]
+    # a new session starting again from 0 is not a loss
+    assert sub.gaps == 0 and sub.lost == 0
     pub.close()
 
 

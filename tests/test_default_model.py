@@ -1,9 +1,10 @@
-"""The model that ships in models/: the daemon's default, self-describing, and its
+"""The model that ships in models/ (inside the package as serstream/models/): the daemon's default, self-describing, and its
 model card's numbers reproducible from the split written beside it."""
 
 from __future__ import annotations
 
 import json
+import re
 
 from procs import EXAMPLES, ROOT, serstream
 from serstream.features import FeatureConfig
@@ -16,7 +17,9 @@ MODELS = ROOT / "models"
 
 def test_default_model_is_the_shipped_trained_model():
     path = default_model_path()
-    assert path == MODELS / "serstream-emotion.onnx" and path.is_file()
+    # found inside the package, which in a checkout links to the models/ training writes
+    assert path.parent == ROOT / "serstream" / "models"
+    assert path.samefile(MODELS / "serstream-emotion.onnx")
     assert path.stat().st_size < 5_000_000
     model = EmotionModel(path)
     card = json.loads((MODELS / "serstream-emotion.json").read_text())
@@ -43,3 +46,17 @@ def test_model_card_numbers_are_reproducible(tmp_path, data_dir):
     for corpus, r in card["test"]["corpora"].items():
         assert result["corpora"][corpus]["accuracy"] == r["accuracy"], corpus
         assert result["corpora"][corpus]["confusion"] == r["confusion"], corpus
+
+
+def test_readme_sample_output_is_what_replay_prints():
+    """The README shows a real run: the same lines, but for the clock and the milliseconds."""
+    readme = (ROOT / "README.md").read_text()
+    command = "$ serstream replay --speed 0 examples/sad_savee_DC_sa01.wav\n"
+    shown = readme.split(command, 1)[1].split("```", 1)[0].splitlines()
+    r = serstream("replay", "--speed", "0", "--no-publish", "examples/sad_savee_DC_sa01.wav")
+    assert r.returncode == 0, r.stderr
+
+    def masked(lines):
+        return [re.sub(r"\d+\.\d ms$", "ms", re.sub(r"^\d\d:\d\d:\d\d", "hh:mm:ss", ln)) for ln in lines]
+
+    assert masked(shown) == masked(r.stdout.splitlines())

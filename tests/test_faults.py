@@ -4,10 +4,14 @@ and an hour of audio."""
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import subprocess
+import threading
 import time
+import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +22,7 @@ from procs import EXAMPLES, collect, free_endpoint, spawn
 from serstream.client import Subscriber
 from serstream.decode import load_audio
 from serstream.vad import segments
-from tiny_model import build, build_slow
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build(tmp_path_factory.mktemp("m") / "tiny.onnx")
+from tiny_model import build_slow
 
 
 def _next(sub: Subscriber, pred, timeout: float) -> dict | None:
@@ -50,35 +49,48 @@ def _vmic_module() -> str:
     raise AssertionError("virtual microphone sink not loaded")
 
 
-def _restore_vmic() -> None:
-    if "vmic" not in _pactl("list", "short", "sinks"):
+def _default_source() -> str:
+    for line in _pactl("info").splitlines():
+        if line.startswith("Default Source:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError("`pactl info` names no default source")
+
+
+def _plug_in_vmic(default_source: str) -> None:
+    """Load the vmic null sink if it is gone, and make ``default_source`` the default."""
+    sinks = [ln.split("\t")[1] for ln in _pactl("list", "short", "sinks").splitlines() if "\t" in ln]
+    if "vmic" not in sinks:
         _pactl("load-module", "module-null-sink", "sink_name=vmic")
-    _pactl("set-default-source", "vmic.monitor")
+    _pactl("set-default-source", default_source)
 
 
 def test_microphone_pulled_out_and_back(virtual_mic, tiny):
+    found = _default_source()
     ep = free_endpoint()
     daemon = spawn("run", "--model", tiny, "--bind", ep, "--stats-interval", "0.3")
     try:
         with Subscriber(ep, topics=("emotion", "stats")) as sub:
-            assert _next(sub, lambda e: _is_stats(e) and e["device"] == "ok", 30), "daemon never ready"
+            assert _next(sub, lambda e: _is_stats(e) and e["device"] == "ok", 60), "daemon never ready"
             _pactl("unload-module", _vmic_module())  # pull the microphone out
-            lost = _next(sub, lambda e: _is_stats(e) and e["device"] == "lost", 10)
+            lost = _next(sub, lambda e: _is_stats(e) and e["device"] == "lost", 30)
             assert lost, "daemon did not notice the device went away"
             # still serving: stats keep coming while the device is gone
-            again = _next(sub, lambda e: _is_stats(e) and e["seq"] > lost["seq"], 5)
+            again = _next(sub, lambda e: _is_stats(e) and e["seq"] > lost["seq"], 15)
             assert again and again["device"] == "lost"
-            _restore_vmic()  # plug it back in
-            back = _next(sub, lambda e: _is_stats(e) and e["device"] == "ok" and e["reconnects"] >= 1, 20)
+            _plug_in_vmic("vmic.monitor")  # plug it back in
+            back = _next(sub, lambda e: _is_stats(e) and e["device"] == "ok" and e["reconnects"] >= 1, 60)
             assert back, "capture did not resume when the device came back"
-            virtual_mic.play(EXAMPLES / "sad_savee_DC_sa01.wav").wait(timeout=30)
-            final = _next(sub, lambda e: e["topic"] == "emotion" and e["final"], 15)
+            virtual_mic.play(EXAMPLES / "sad_savee_DC_sa01.wav").wait(timeout=60)
+            final = _next(sub, lambda e: e["topic"] == "emotion" and e["final"], 30)
             assert final, "no event after the device came back"
         assert daemon.poll() is None, "daemon exited"
     finally:
-        _restore_vmic()
-        daemon.send_signal(signal.SIGINT)
-        _, err = daemon.communicate(timeout=10)
+        # stop what the test started first; then put PulseAudio back as it was found
+        try:
+            daemon.send_signal(signal.SIGINT)
+            _, err = daemon.communicate(timeout=30)
+        finally:
+            _plug_in_vmic(found)
     assert daemon.returncode == 0, err
     assert "Traceback" not in err
 
@@ -107,7 +119,7 @@ def test_stalled_processing_overflows_are_counted_and_it_catches_up(virtual_mic,
             assert caught_up["device"] == "ok"
     finally:
         daemon.send_signal(signal.SIGINT)
-        daemon.communicate(timeout=15)
+        daemon.communicate(timeout=120)  # the slow model first works off what is buffered
     assert daemon.returncode == 0
 
 
@@ -163,19 +175,12 @@ def test_signal_exits_zero_and_publishes_last_segment(tiny, tmp_path, sig):
     assert last[-1]["end"] >= talking["stream_s"] - 0.1
 
 
-def _rss_kb(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except FileNotFoundError:
-        return None
-    return None
-
-
 @pytest.mark.slow
 def test_soak_one_hour_of_audio(tiny, tmp_path):
-    """An hour of audio at full speed: flat memory, one final per segment, no lost event."""
+    """An hour of audio at full speed through the real process and socket: one final per
+    segment of every pass, no event lost or reordered. (Memory is measured where load
+    cannot move it: test_memory_does_not_grow_with_events; the RSS figure over an hour
+    is a benchmark, in bench/.)"""
     sr = 16000
     gap = np.zeros(sr, np.float32)
     parts = []
@@ -187,39 +192,69 @@ def test_soak_one_hour_of_audio(tiny, tmp_path):
     sf.write(path, unit, sr)
     per_file = len(segments(unit, sr))
     ep = free_endpoint()
-    finals: list[dict] = []
-    seqs: list[int] = []
-    samples: list[int] = []
+    # queues big enough that a subscriber slowed down by a busy machine loses nothing
     with Subscriber(ep, topics=("emotion",), hwm=1_000_000) as sub:
         proc = spawn("replay", "--model", tiny, "--bind", ep, "--speed", "0", "--quiet",
-                     "--hwm", "1000000", "--wait-subscriber", "20", *([path] * repeats))
-        last_sample = 0.0
-        while True:
-            ev = sub.recv(timeout=0.2)
-            if ev is not None:
-                seqs.append(ev["seq"])
-                if ev["final"]:
-                    finals.append(ev)
-            now = time.monotonic()
-            if now - last_sample > 0.5:
-                last_sample = now
-                rss = _rss_kb(proc.pid)
-                if rss:
-                    samples.append(rss)
-            if ev is None and proc.poll() is not None:
-                break
-        rest = list(sub.events(timeout=1))
-    seqs += [e["seq"] for e in rest]
-    finals += [e for e in rest if e["final"]]
-    assert proc.returncode == 0, proc.stderr.read()
+                     "--hwm", "1000000", "--wait-subscriber", "30", *([path] * repeats))
+        events = collect(sub, proc, limit=1800)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0, proc.stderr
     assert unit.size * repeats / sr >= 3600
-    assert seqs == list(range(len(seqs))), "lost or reordered events"
+    assert [e["seq"] for e in events] == list(range(len(events))), "lost or reordered events"
+    finals = [e for e in events if e["final"]]
     assert len(finals) == per_file * repeats
     per_index = np.bincount([e["segment"] for e in finals], minlength=per_file)
     assert per_index.tolist() == [repeats] * per_file  # each segment of each pass: one final
-    assert len(samples) >= 6
-    head = max(samples[: max(2, len(samples) // 10)])
-    tail = max(samples[-max(2, len(samples) // 10) :])
-    assert tail - head <= 8 * 1024, f"RSS grew {(tail - head) / 1024:.1f} MB over the hour"
-    print(json.dumps({"repeats": repeats, "finals": len(finals), "rss_mb_head": head / 1024,
-                      "rss_mb_tail": tail / 1024}))
+
+
+def _heap_growth(model, path: Path, sinks: list, warm: int, passes: int) -> tuple[int, int]:
+    """Python heap growth (tracemalloc, bytes) over ``passes`` replays of ``path`` after
+    ``warm`` ones, through the daemon's own Pipeline and a real ZeroMQ publisher; and the
+    events sent meanwhile."""
+    from serstream.pipeline import Pipeline, PipelineConfig
+    from serstream.publish import PublishConfig, Publisher
+    from serstream.replay import FileSource, ReplayConfig
+
+    publisher = Publisher(PublishConfig(bind=free_endpoint()))
+    # partials every 100 ms: many events per pass, so a per-event cost adds up quickly
+    vad = replace(model.meta.vad, partial_interval_ms=100)
+    pipeline = Pipeline(model, publisher, PipelineConfig(vad=vad, stats_interval=0.05), sinks)
+    stop = threading.Event()
+    try:
+        for i in range(warm + passes):
+            if i == warm:
+                gc.collect()
+                before, events = tracemalloc.get_traced_memory()[0], pipeline.counters.events
+            pipeline.run(FileSource(path, sr=model.sample_rate, config=ReplayConfig(speed=0)), stop)
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before, pipeline.counters.events - events
+    finally:
+        publisher.close()
+
+
+def test_memory_does_not_grow_with_events(tiny, tmp_path):
+    """What cannot grow: once warm, more audio and more events leave the daemon's heap
+    where it was (no per-event or per-file state kept). tracemalloc counts allocations,
+    not time, so a busy machine cannot move the figure; the same measurement with a sink
+    that keeps every message shows the bound is one a real leak would cross."""
+    from serstream.model import EmotionModel
+
+    parts = []
+    for p in sorted(EXAMPLES.glob("*.wav"))[:2]:
+        parts += [load_audio(p).samples, np.zeros(16000, np.float32)]
+    path = tmp_path / "unit.wav"
+    sf.write(path, np.concatenate(parts), 16000)
+    model = EmotionModel(tiny)
+    model.warmup()
+    bound = 64 * 1024
+    tracemalloc.start()
+    try:
+        growth, events = _heap_growth(model, path, [], warm=5, passes=15)
+        kept: list = []
+        leaky, leaky_events = _heap_growth(model, path, [kept.append], warm=5, passes=15)
+    finally:
+        tracemalloc.stop()
+    assert events >= 500 and leaky_events == events
+    assert growth < bound, f"heap grew {growth / 1024:.1f} KiB over {events} events"
+    assert leaky > 4 * bound, f"a sink keeping {leaky_events} messages grew the heap by only {leaky / 1024:.1f} KiB"
+    print(json.dumps({"events": events, "growth_bytes": growth, "leaky_growth_bytes": leaky}))

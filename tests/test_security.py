@@ -11,12 +11,6 @@ import pytest
 from procs import EXAMPLES, assert_one_line_error, collect, free_endpoint, serstream, spawn
 from serstream.client import Subscriber
 from serstream.security import CurveClient
-from tiny_model import build
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build(tmp_path_factory.mktemp("m") / "tiny.onnx")
 
 
 @pytest.fixture()

@@ -31,13 +31,16 @@ def metadata(config: FeatureConfig | None = None, labels=LABELS, **kw) -> ModelM
 
 
 def build(path: Path, meta: ModelMetadata | None = None, *, meta_json: str | None = None,
-          n_features: int | None = None, n_labels: int | None = None, seed: int = 0) -> Path:
-    """Write a model to ``path``; ``meta_json`` overrides the metadata text verbatim."""
+          n_features: int | None = None, n_labels: int | None = None, seed: int = 0,
+          fill: float | None = None) -> Path:
+    """Write a model to ``path``; ``meta_json`` overrides the metadata text verbatim;
+    ``fill`` sets every weight to one value (NaN: a broken model whose outputs are NaN)."""
     meta = meta or metadata()
     f = n_features or meta.features.n_features
     n_out = n_labels or len(meta.labels)
     rng = np.random.default_rng(seed)
-    w = numpy_helper.from_array(rng.standard_normal((f, n_out)).astype(np.float32) * 0.05, "W")
+    weights = rng.standard_normal((f, n_out)) * 0.05 if fill is None else np.full((f, n_out), fill)
+    w = numpy_helper.from_array(weights.astype(np.float32), "W")
     b = numpy_helper.from_array(np.zeros(n_out, np.float32), "B")
     axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
     nodes = [
