@@ -18,17 +18,21 @@ def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench")
     p.add_argument("--quick", action="store_true", help="fewer repeats and less audio (~2 min)")
     p.add_argument("--only", nargs="*", default=None,
-                   help="sections: mfcc jit latency partials throughput memory startup scale")
+                   help="sections: models footprint mfcc jit latency partials throughput memory startup scale")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "RESULTS.md")
     args = p.parse_args()
 
-    from bench import mfcc, stream
+    from bench import mfcc, models, stream
     from bench.common import machine
+    from serstream import catalog
     from serstream.model import EmotionModel, default_model_path
 
     model = default_model_path()
     model_id = EmotionModel(model).model_id
+    shipped = {m.name: m.path for m in catalog.CATALOG if m.path.is_file()}
     sections = [
+        ("models", "Models: cost per segment, beside the reference", lambda: models.per_segment(shipped, args.quick)),
+        ("footprint", "Models: size, memory, load", lambda: models.footprint(shipped, args.quick)),
         ("mfcc", "MFCC: serstream.features vs librosa", lambda: mfcc.run(args.quick)),
         ("jit", "First call: JIT compile vs on-disk cache", lambda: mfcc.first_call(args.quick)),
         ("latency", "End-to-end latency", lambda: stream.latency(model, args.quick)),

@@ -98,14 +98,20 @@ if mode.startswith("pipeline"):
     from dataclasses import replace
     vad = model.meta.vad or VadConfig()
     vad = replace(vad, partial_interval_ms=0) if mode == "pipeline-nopartials" else vad
-    pipe = Pipeline(model, None, PipelineConfig(vad=vad, stats_interval=1e9))
+    cost = {"features": 0.0, "inference": 0.0}
+    def sink(topic, ev):
+        if topic == "emotion":
+            cost["features"] += ev["features_ms"] / 1000
+            cost["inference"] += ev["inference_ms"] / 1000
+    pipe = Pipeline(model, None, PipelineConfig(vad=vad, stats_interval=1e9), sinks=[sink])
     stop = threading.Event()
     t0 = time.perf_counter()
     for f in files:
         src = FileSource(f, config=ReplayConfig(speed=0))
         pipe.run(src, stop)
         audio += src.ring.frames_written / 16000
-    print(json.dumps({"wall": time.perf_counter() - t0, "audio": audio, "files": len(files), "segments": pipe.counters.segments}))
+    print(json.dumps({"wall": time.perf_counter() - t0, "audio": audio, "files": len(files),
+                      "segments": pipe.counters.segments, "events": pipe.counters.events, **cost}))
 else:
     for f in files:
         audio += load_audio(f).duration
@@ -135,8 +141,15 @@ def throughput(model: Path, quick: bool) -> list[str]:
         f"**{p['audio'] / p['wall']:,.0f}×** | {p['files'] / p['wall']:,.0f} |",
         f"| full pipeline, `--partial-interval-ms 0` (batch scoring) | {q['files']} | {q['audio'] / 3600:.2f} h | "
         f"{q['wall']:.1f} s | **{q['audio'] / q['wall']:,.0f}×** | {q['files'] / q['wall']:,.0f} |",
-        "", f"`replay --speed 0` path in-process (Pipeline + FileSource, no socket), {p['segments']} segments. "
-        "Target: ≥ 300× real time.",
+        "", "| where the full pipeline's time goes | default (with partials) | batch scoring |",
+        "|---|---|---|",
+        f"| model inference | {p['inference'] / p['wall']:.0%} | {q['inference'] / q['wall']:.0%} |",
+        f"| features | {p['features'] / p['wall']:.0%} | {q['features'] / q['wall']:.0%} |",
+        f"| decoding (the floor above, same files) | {dcd['wall'] / p['wall']:.0%} | {dcd['wall'] / q['wall']:.0%} |",
+        f"| the rest (ring, VAD, framing, events) | {max(0.0, 1 - (p['inference'] + p['features'] + dcd['wall']) / p['wall']):.0%} | "
+        f"{max(0.0, 1 - (q['inference'] + q['features'] + dcd['wall']) / q['wall']):.0%} |",
+        "", f"`replay --speed 0` path in-process (Pipeline + FileSource, no socket), {p['segments']} segments, "
+        f"{p['events']} events with partials ({q['events']} without). Target for the Whisper model: ≥ 50× real time.",
     ]
 
 
