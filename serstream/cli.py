@@ -55,8 +55,9 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
 
     pub, pipe, vad = PublishConfig(), PipelineConfig(), VadConfig()
     g = p.add_argument_group("model and publishing")
-    g.add_argument("--model", type=Path, default=None, metavar="FILE",
-                   help="ONNX model with serstream metadata (default: $SERSTREAM_MODEL, else the shipped model)")
+    g.add_argument("--model", default=None, metavar="NAME|FILE",
+                   help="a shipped model by name (whisper: accurate, the default; fast: the light MFCC CNN) "
+                        "or an ONNX file with serstream metadata (default: $SERSTREAM_MODEL, else whisper)")
     g.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default: %(default)s)")
     g.add_argument("--bind", default=default_bind(), metavar="ENDPOINT",
                    help="ZeroMQ endpoint to publish on; loopback unless you choose otherwise "
@@ -157,9 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--json", action="store_true", help="a JSON list instead of one line per device")
     _add_common(dev)
 
-    info = sub.add_parser("info", help="show a model's labels, features and provenance")
-    info.add_argument("model", nargs="?", type=Path, default=None, metavar="MODEL",
-                      help="ONNX model file (default: $SERSTREAM_MODEL, else the shipped model)")
+    info = sub.add_parser("info", help="list the shipped models, or show one model's labels, features and provenance")
+    info.add_argument("model", nargs="?", default=None, metavar="NAME|FILE",
+                      help="a shipped model's name or an ONNX file (default: list the shipped models, "
+                           "with their cost on this machine and their accuracy)")
     info.add_argument("--json", action="store_true", help="everything as one JSON document")
     _add_common(info)
     return parser
@@ -204,10 +206,11 @@ def _printer(args: argparse.Namespace):
 
 
 def _load_model(args: argparse.Namespace):
+    from serstream.catalog import resolve
     from serstream.errors import ModelError
-    from serstream.model import EmotionModel, ModelOutputError, default_model_path
+    from serstream.model import EmotionModel, ModelOutputError
 
-    path = args.model or default_model_path()
+    path = resolve(args.model)
     model = EmotionModel(path, threads=args.threads)
     try:
         model.warmup()
@@ -406,10 +409,48 @@ def _clipped(text: str, width: int = INFO_WIDTH) -> str:
     return f"{text[: width - 24]}… (+{len(text) - width + 24} chars, see --json)"
 
 
-def cmd_info(args: argparse.Namespace, stopper: _Stopper) -> int:
-    from serstream.model import EmotionModel, default_model_path
+def _info_shipped(as_json: bool) -> int:
+    """The shipped models, what each costs here and how accurate it was on test speakers."""
+    from serstream import catalog
+    from serstream.model import EmotionModel
 
-    path = args.model or default_model_path()
+    rows = []
+    for shipped in catalog.CATALOG:
+        path = shipped.path
+        entry: dict[str, Any] = {"name": shipped.name, "default": shipped.name == catalog.DEFAULT,
+                                 "summary": shipped.summary, "path": str(path)}
+        if path.is_file():
+            model = EmotionModel(path, threads=1)
+            entry |= {"model_id": model.model_id, "size_bytes": path.stat().st_size,
+                      "ms_per_3s_segment_here": round(catalog.cost_ms(model), 1),
+                      "test_accuracy": {c: m.get("accuracy") for c, m in
+                                        model.meta.provenance.get("test_metrics", {}).items()}}
+        else:
+            entry["missing"] = True
+        rows.append(entry)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for e in rows:
+        mark = " (default)" if e["default"] else ""
+        if e.get("missing"):
+            print(f"{e['name']}{mark}: missing from this installation ({e['path']})")
+            continue
+        acc = ", ".join(f"{c} {a:.0%}" for c, a in e["test_accuracy"].items())
+        print(f"{e['name']}{mark}: {e['summary']}")
+        print(f"    {e['size_bytes'] / 1e6:.1f} MB, {e['ms_per_3s_segment_here']:.0f} ms per 3 s segment on this "
+              f"machine (one thread); test speakers: {acc}")
+    print("details: serstream info NAME; choose one: --model NAME (or a path to an ONNX file)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace, stopper: _Stopper) -> int:
+    from serstream.catalog import resolve
+    from serstream.model import EmotionModel
+
+    if args.model is None and not os.environ.get("SERSTREAM_MODEL"):
+        return _info_shipped(args.json)
+    path = resolve(args.model)
     model = EmotionModel(path)
     summary = model.meta.summary()
     summary["model_id"] = model.model_id
@@ -419,22 +460,30 @@ def cmd_info(args: argparse.Namespace, stopper: _Stopper) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     feats = model.meta.features
+    if feats.kind == "log_mel":
+        layer = f"{feats.n_mels}-band log-mel"
+    else:
+        layer = f"{feats.n_mfcc} MFCC from {feats.n_mels} mels"
     rows = [
         ("model", model.model_id),
         ("file", f"{path} ({summary['size_bytes'] / 1e6:.2f} MB)"),
         ("labels", ", ".join(model.labels)),
         ("audio", f"{model.sample_rate} Hz mono"),
-        ("features", f"{feats.n_mfcc} MFCC (n_fft {feats.n_fft}, win {feats.win_length}, hop "
-                     f"{feats.hop_length}, {feats.n_mels} mels) + {feats.delta_order} delta orders "
-                     f"= {feats.n_features} per frame"),
+        ("features", f"{layer} (n_fft {feats.n_fft}, win {feats.win_length}, hop {feats.hop_length}, "
+                     f"{feats.pad_mode} padding) + {feats.delta_order} delta orders = {feats.n_features} per frame"),
     ]
+    if model.meta.max_frames:
+        rows.append(("max_frames", f"{model.meta.max_frames} (longer segments are split into equal chunks)"))
     if model.meta.vad:
         rows.append(("vad", ", ".join(f"{k} {v}" for k, v in model.meta.vad.to_dict().items())))
     for key, value in model.meta.provenance.items():
         # one line per entry of a nested document, so no figure hides past the edge
         items = value.items() if isinstance(value, dict) else [(None, value)]
         for sub_key, v in items:
-            rows.append((key if sub_key is None else f"{key}.{sub_key}", v if isinstance(v, str) else json.dumps(v)))
+            text = v if isinstance(v, str) else json.dumps(v)
+            if "\n" in text:  # a licence text: its first line, the rest under --json
+                text = f"{text.splitlines()[0]} (+{len(text.splitlines()) - 1} lines, see --json)"
+            rows.append((key if sub_key is None else f"{key}.{sub_key}", text))
     width = max(len(k) for k, _ in rows)
     for key, text in rows:
         print(f"{key:<{width}}  {_clipped(text)}")

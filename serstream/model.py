@@ -21,7 +21,6 @@ import hashlib
 import importlib.resources
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +45,6 @@ __all__ = [
 
 METADATA_KEY = "serstream"
 FORMAT_VERSION = 1
-DEFAULT_MODEL_NAME = "serstream-emotion.onnx"
 
 
 def shipped_model_dir() -> Path:
@@ -70,11 +68,11 @@ def shipped_model_path(filename: str) -> Path:
 
 
 def default_model_path() -> Path:
-    """``$SERSTREAM_MODEL`` if set, else the shipped default model."""
-    env = os.environ.get("SERSTREAM_MODEL")
-    if env:
-        return Path(env)
-    return shipped_model_path(DEFAULT_MODEL_NAME)
+    """``$SERSTREAM_MODEL`` (a shipped model's short name or a path) if set, else the
+    shipped default model (see :mod:`serstream.catalog`)."""
+    from serstream.catalog import resolve  # the catalog names files this module loads
+
+    return resolve(None)
 
 
 @dataclass(frozen=True)

@@ -67,8 +67,9 @@ def test_output_into_a_closed_pipe_is_a_quiet_exit(virtual_mic, args):
     assert "error" not in r.stderr.lower() and "Traceback" not in r.stderr, r.stderr
 
 
-def test_info_shows_every_figure_of_the_shipped_model():
-    r = serstream("info")
+@pytest.mark.parametrize("name", ["whisper", "fast"])
+def test_info_shows_every_figure_of_a_shipped_model(name):
+    r = serstream("info", name)
     assert r.returncode == 0, r.stderr
     for corpus in ("cremad", "ravdess", "savee", "tess"):
         assert f"test_metrics.{corpus}" in r.stdout  # one line each: none cut off

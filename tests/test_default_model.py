@@ -1,47 +1,91 @@
-"""The model that ships in models/ (inside the package as serstream/models/): the daemon's default, self-describing, and its
-model card's numbers reproducible from the split written beside it."""
+"""The models that ship in models/ (inside the package as serstream/models/): the Whisper
+model is the default, ``--model fast`` picks the MFCC CNN, each is self-describing, and
+each model card's numbers are reproducible from the split written beside it."""
 
 from __future__ import annotations
 
 import json
 import re
 
-from procs import EXAMPLES, ROOT, serstream
+import pytest
+
+from procs import EXAMPLES, ROOT, assert_one_line_error, serstream
+from serstream import catalog
 from serstream.features import FeatureConfig
 from serstream.model import EmotionModel, default_model_path
 from train.corpora import LABELS
 from train.evaluate import evaluate_model
 
 MODELS = ROOT / "models"
+STEMS = {"whisper": "serstream-whisper", "fast": "serstream-fast"}
 
 
-def test_default_model_is_the_shipped_trained_model():
+def test_default_model_is_the_shipped_whisper_model(monkeypatch):
+    monkeypatch.delenv("SERSTREAM_MODEL", raising=False)
     path = default_model_path()
     # found inside the package, which in a checkout links to the models/ training writes
     assert path.parent == ROOT / "serstream" / "models"
-    assert path.samefile(MODELS / "serstream-emotion.onnx")
-    assert path.stat().st_size < 5_000_000
+    assert path.samefile(MODELS / "serstream-whisper.onnx") and catalog.DEFAULT == "whisper"
     model = EmotionModel(path)
-    card = json.loads((MODELS / "serstream-emotion.json").read_text())
+    assert model.meta.features.kind == "log_mel" and model.meta.features.n_mels == 80
+    assert model.meta.provenance["kind"] == "whisper" and "MIT" in model.meta.provenance["weights_licence"]
+    assert path.stat().st_size <= 25_000_000
+
+
+@pytest.mark.parametrize("name", ["whisper", "fast"])
+def test_each_shipped_model_matches_its_card(name):
+    path = catalog.resolve(name)
+    assert path.samefile(MODELS / f"{STEMS[name]}.onnx")
+    model = EmotionModel(path)
+    card = json.loads((MODELS / f"{STEMS[name]}.json").read_text())
     assert model.model_id == card["model_id"]
     assert model.labels == LABELS == tuple(card["labels"])
     assert model.meta.features == FeatureConfig(**card["features"])
     assert model.meta.vad is not None and model.meta.vad.to_dict() == card["vad"]
-    assert "trained_on" in model.meta.provenance
+    assert model.meta.features.kind == ("log_mel" if name == "whisper" else "mfcc")
+
+
+def test_short_name_selects_the_model_on_the_command_line():
+    clip = EXAMPLES / "sad_savee_DC_sa01.wav"
+    ids = {}
+    for name in ("whisper", "fast"):
+        r = serstream("replay", "--model", name, "--speed", "0", "--no-publish", "--json", clip)
+        assert r.returncode == 0, r.stderr
+        ids[name] = {json.loads(x)["model"] for x in r.stdout.splitlines()}
+        assert ids[name] == {EmotionModel(catalog.resolve(name)).model_id}
+    r = serstream("replay", "--speed", "0", "--no-publish", "--json", clip, env={"SERSTREAM_MODEL": "fast"})
+    assert {json.loads(x)["model"] for x in r.stdout.splitlines()} == ids["fast"]
+    r = serstream("replay", "--model", "medium", "--speed", "0", "--no-publish", clip)
+    assert r.returncode == 2
+    assert_one_line_error(r.stderr, "no model named 'medium'", "whisper, fast")
+
+
+def test_info_lists_the_shipped_models_with_cost_and_accuracy():
+    r = serstream("info", "--json", env={"SERSTREAM_MODEL": ""})
+    assert r.returncode == 0, r.stderr
+    listed = {e["name"]: e for e in json.loads(r.stdout)}
+    assert set(listed) == {"whisper", "fast"} and listed["whisper"]["default"]
+    for e in listed.values():
+        assert e["ms_per_3s_segment_here"] > 0 and e["size_bytes"] > 0
+        assert set(e["test_accuracy"]) == {"ravdess", "cremad", "tess", "savee"}
+    text = serstream("info", env={"SERSTREAM_MODEL": ""}).stdout
+    assert "whisper (default)" in text and "fast:" in text and "ms per 3 s segment" in text
 
 
 def test_readme_main_command_runs_on_the_examples():
-    r = serstream("replay", "--speed", "0", *sorted(EXAMPLES.glob("*.wav")), timeout=120)
+    r = serstream("replay", "--speed", "0", *sorted(EXAMPLES.glob("*.wav")), timeout=180)
     assert r.returncode == 0, r.stderr
     finals = [ln for ln in r.stdout.splitlines() if " final " in ln]
     assert len(finals) >= len(list(EXAMPLES.glob("*.wav")))
     assert all(any(lab in ln for lab in LABELS) for ln in finals)
 
 
-def test_model_card_numbers_are_reproducible(tmp_path, data_dir):
-    card = json.loads((MODELS / "serstream-emotion.json").read_text())
-    result, clips = evaluate_model(MODELS / "serstream-emotion.onnx", data_dir, tmp_path / "cache",
-                                   MODELS / "serstream-emotion.split.json", "test")
+@pytest.mark.parametrize("name", ["whisper", "fast"])
+def test_model_card_numbers_are_reproducible(tmp_path, data_dir, name):
+    stem = STEMS[name]
+    card = json.loads((MODELS / f"{stem}.json").read_text())
+    result, clips = evaluate_model(MODELS / f"{stem}.onnx", data_dir, tmp_path / "cache",
+                                   MODELS / f"{stem}.split.json", "test")
     assert len(clips) == card["data"]["parts"]["test"]["clips"]
     for corpus, r in card["test"]["corpora"].items():
         assert result["corpora"][corpus]["accuracy"] == r["accuracy"], corpus

@@ -66,7 +66,7 @@ def test_wheel_holds_the_shipped_models_and_no_train(wheel):
     code = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "serstream").rglob("*.py"))
     missing = [c for c in code if c not in names]
     assert not missing, f"modules left out of the wheel: {missing}"
-    shipped = sorted(p.name for p in (ROOT / "models").iterdir() if p.suffix in (".onnx", ".md"))
+    shipped = sorted(p.name for p in (ROOT / "models").iterdir() if p.suffix in (".onnx", ".md", ".txt"))
     assert any(n.endswith(".onnx") for n in shipped)
     packaged = sorted(n.removeprefix("serstream/models/") for n in names if n.startswith("serstream/models/"))
     assert packaged == shipped  # every model and card, and not the data split
@@ -82,14 +82,14 @@ def test_installed_wheel_finds_its_model_away_from_the_checkout(wheel, tmp_path)
     _run(py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel, cwd=tmp_path)
     away = tmp_path / "elsewhere"
     away.mkdir()
-    info = json.loads(_run(env_dir / "bin" / "serstream", "info", "--json", cwd=away).stdout)
+    info = json.loads(_run(env_dir / "bin" / "serstream", "info", "whisper", "--json", cwd=away).stdout)
     # every module comes from the venv (the machine may also have an editable serstream)
     script = "import importlib, sys\nfor m in sys.argv[1:]: print(importlib.import_module(m).__file__)"
     files = _run(py, "-c", script, *_modules(), cwd=away).stdout.split()
     outside = [f for f in files if not Path(f).is_relative_to(env_dir)]
     assert files and not outside, f"imported from outside the installed wheel: {outside}"
     site = Path(files[0]).parent
-    assert Path(info["path"]) == site / "models" / "serstream-emotion.onnx"
+    assert Path(info["path"]) == site / "models" / "serstream-whisper.onnx"
     assert not Path(info["path"]).is_symlink() and info["labels"]
     clip = EXAMPLES / "sad_savee_DC_sa01.wav"
     r = _run(env_dir / "bin" / "serstream", "replay", "--speed", "0", "--no-publish", "--json", clip, cwd=away)

@@ -123,8 +123,10 @@ The same head on one hidden state at a time (clean clips, 15 epochs; validation 
 {probe}
 
 ## Precision
-Dynamic int8 quantisation of the matrix products (weights per channel) against float32, on
-validation speakers (median inference per clip on the build machine, one thread):
+Dynamic int8 quantisation of the matrix products (weights per channel, activations per call)
+against float32 compute, on validation speakers (median inference per clip on the build machine,
+one thread). The float32 graph stores the encoder's weights in float16, exactly as they are
+published (not one output bit differs from storing them in float32: half the file).
 
 | graph | file | validation | inference |
 |---|---|---|---|
