@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
-from torch.optim import swa_utils
 
 from serstream.features import FeatureConfig, FeatureExtractor
 from train.augment import AugmentConfig, on_the_fly
@@ -23,6 +21,7 @@ from train.corpora import LABELS
 from train.dataset import _to_float
 from train.evaluate import score
 from train.net import EmotionCNN
+from train.optim import optimisation
 from train.prepare import Prepared, sampling_weights, val_score
 
 log = logging.getLogger(__name__)
@@ -136,17 +135,9 @@ def train_cnn(prep: Prepared, config: CnnConfig) -> CnnResult:
     net = EmotionCNN(config.features.n_features, len(LABELS), config.width, config.dropout, config.clip_norm)
     log.info("network: %d parameters; %d train / %d val clips", sum(p.numel() for p in net.parameters()),
              len(train.clips), len(val.clips))
-    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = int(np.ceil(len(train.clips) / config.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch,
-                                                pct_start=0.15)
-    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(class_w, dtype=torch.float32),
-                                  label_smoothing=config.label_smoothing)
-    # The weight average (batch-norm statistics included) is what gets validated and
-    # exported: single-epoch weights swing by several points of validation accuracy from
-    # one epoch to the next on held-out speakers; the average is steadier and better.
-    ema = swa_utils.AveragedModel(net, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(config.ema_decay),
-                                  use_buffers=True)
+    optim = optimisation(net, len(train.clips), class_w, lr=config.lr, weight_decay=config.weight_decay,
+                         batch_size=config.batch_size, epochs=config.epochs,
+                         label_smoothing=config.label_smoothing, ema_decay=config.ema_decay, warmup=0.15)
     best: tuple[float, int, dict | None] = (-1.0, 0, None)
     history = []
     for epoch in range(1, config.epochs + 1):
@@ -164,17 +155,9 @@ def train_cnn(prep: Prepared, config: CnnConfig) -> CnnResult:
         for b in _batches(lengths, np.arange(len(order)), config.batch_size, rng):
             x, m = _pad([feats[j] for j in b], mean, std)
             _mask_inputs(x, m, config, rng)
-            target = torch.from_numpy(y_train[order[b]])
-            loss = loss_fn(net(x, m), target)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            ema.update_parameters(net)
-            if sched.last_epoch + 1 < sched.total_steps:
-                sched.step()
-            total += loss.item() * len(b)
+            total += optim.step(net(x, m), torch.from_numpy(y_train[order[b]])) * len(b)
             n += len(b)
-        final = ema.module
+        final = optim.averaged
         scored = score(_probs(final, val_feats, mean, std), val.clips, LABELS) if val.clips else {"corpora": {}}
         vs = val_score(scored)
         history.append({"epoch": epoch, "loss": round(total / n, 4), "val": round(vs, 4),
@@ -187,7 +170,7 @@ def train_cnn(prep: Prepared, config: CnnConfig) -> CnnResult:
         elif epoch - best[1] >= config.patience:
             log.info("no validation gain for %d epochs: stopping", config.patience)
             break
-    net = ema.module
+    net = optim.averaged
     if best[2] is not None:
         net.load_state_dict(best[2])
     log.info("best epoch %d (val %.3f)", best[1], best[0])

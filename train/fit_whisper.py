@@ -18,8 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-from torch.optim import swa_utils
 
 from serstream.features import FeatureConfig
 from train.augment import AugmentConfig
@@ -28,6 +26,7 @@ from train.dataset import _file_id
 from train.encoder_cache import EncoderCache, Job
 from train.evaluate import score
 from train.head import EmotionHead, WhisperEmotion
+from train.optim import optimisation
 from train.prepare import Prepared, sampling_weights, val_score
 from train.whisper import WhisperEncoder, load_weights
 
@@ -142,14 +141,9 @@ def train_head(prep: Prepared, enc: EncoderCache, config: WhisperConfig, cache_w
     clean = x_train[:, 0]
     head.center.copy_(clean.mean(dim=0))
     head.scale.copy_(clean.std(dim=0) + 1e-4)
-    opt = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = -(-len(train.clips) // config.batch_size)
-    total = config.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, pct_start=0.1)
-    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(class_w, dtype=torch.float32),
-                                  label_smoothing=config.label_smoothing)
-    ema = swa_utils.AveragedModel(head, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(config.ema_decay),
-                                  use_buffers=True)
+    optim = optimisation(head, len(train.clips), class_w, lr=config.lr, weight_decay=config.weight_decay,
+                         batch_size=config.batch_size, epochs=config.epochs,
+                         label_smoothing=config.label_smoothing, ema_decay=config.ema_decay, warmup=0.1)
     best: tuple[float, int, dict | None] = (-1.0, 0, None)
     history = []
     for epoch in range(1, config.epochs + 1):
@@ -159,15 +153,8 @@ def train_head(prep: Prepared, enc: EncoderCache, config: WhisperConfig, cache_w
         total_loss = 0.0
         for i in range(0, len(order), config.batch_size):
             b = order[i : i + config.batch_size]
-            loss = loss_fn(head(x_train[b, version[i : i + config.batch_size]]), y_train[b])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            ema.update_parameters(head)
-            if sched.last_epoch + 1 < total:
-                sched.step()
-            total_loss += loss.item() * len(b)
-        averaged = ema.module.eval()
+            total_loss += optim.step(head(x_train[b, version[i : i + config.batch_size]]), y_train[b]) * len(b)
+        averaged = optim.averaged.eval()
         if x_val is not None:
             with torch.no_grad():
                 probs = torch.softmax(averaged(x_val), dim=-1).numpy()
@@ -181,7 +168,7 @@ def train_head(prep: Prepared, enc: EncoderCache, config: WhisperConfig, cache_w
         log.info("epoch %2d/%d  loss %.4f  val %.3f %s", epoch, config.epochs, total_loss / len(order), vs, accs)
         if vs > best[0]:
             best = (vs, epoch, {k: v.detach().clone() for k, v in averaged.state_dict().items()})
-    result = ema.module
+    result = optim.averaged
     if best[2] is not None:
         result.load_state_dict(best[2])
     log.info("best epoch %d (val %.3f); layer weights %s", best[1], best[0],
