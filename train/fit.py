@@ -133,8 +133,8 @@ def _fit_whisper(prep: Prepared, out_dir: Path, cache_dir: Path, config: FitConf
             "layer_weights": dict(zip([str(i) for i in wc.layers],
                                       result.head.layer_weights().detach().numpy().round(4).tolist(), strict=True)),
             "layer_probe": probe,
-            "encoder_cache_wall_s": round(result.cache_wall_s, 1),
-            "head_fit_wall_s": round(result.train_wall_s, 1),
+            "encoder_cache_wall_s": round(result.cache_wall_s, 3),
+            "head_fit_wall_s": round(result.train_wall_s, 3),
             "config": asdict(wc),
         },
     }
