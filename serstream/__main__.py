@@ -1,8 +1,13 @@
 import sys
 
-try:
-    from serstream.cli import main
-except KeyboardInterrupt:  # Ctrl-C while Python is still importing: no traceback
-    sys.exit(130)
+# Stop signals are taken over first, before the rest of serstream is even imported
+# (which takes a while): a service manager's SIGTERM at any moment of start-up is then
+# a clean exit 0, never a traceback or a kill (see serstream.stopping).
+from serstream.stopping import Stopper
 
-sys.exit(main())
+stopper = Stopper()
+stopper.install()
+
+from serstream.cli import main  # noqa: E402 - after the stop signals are in hand
+
+sys.exit(main(stopper=stopper))

@@ -13,13 +13,13 @@ import logging
 import os
 import signal
 import sys
-import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from serstream import __version__
 from serstream.errors import AudioFileError, UserError
+from serstream.stopping import STOP_SIGNALS, Stopper
 
 log = logging.getLogger("serstream")
 
@@ -168,31 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------- helpers
-class _Stopper:
-    """First SIGINT/SIGTERM: finish what is in progress and exit cleanly (``what`` says
-    what that is, for the log line; each command sets it). Second: exit at once.
-
-    Installed before the arguments are even parsed, so a signal at any moment of
-    start-up is one of these two, never a traceback."""
-
-    def __init__(self, what: str = "exiting") -> None:
-        self.what = what
-        self.event = threading.Event()
-
-    def install(self) -> None:
-        signal.signal(signal.SIGINT, self._handle)
-        signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.event.is_set():
-            os.write(2, b"serstream: second signal, exiting now\n")
-            os._exit(130)
-        # set before logging: a second signal can arrive while the line is being written
-        # (Python runs handlers between any two bytecodes, this one's included)
-        self.event.set()
-        log.info("%s received: %s", signal.Signals(signum).name, self.what)
-
-
 def _printer(args: argparse.Namespace):
     """The stdout sink that run's and replay's output options ask for, or None."""
     from serstream.render import Printer
@@ -255,22 +230,25 @@ def _publisher(args: argparse.Namespace):
     from serstream.publish import PublishConfig, Publisher
     from serstream.security import CurveServer
 
-    if args.hwm < 1:
-        raise UserError("--hwm must be at least 1")
     if args.allow_clients is not None and args.curve_secret is None:
         raise UserError("--allow-clients needs --curve-secret")
-    curve = CurveServer(args.curve_secret, args.allow_clients) if args.curve_secret else None
-    return Publisher(PublishConfig(bind=args.bind, hwm=args.hwm, curve=curve))
+    curve = CurveServer.load(args.curve_secret, args.allow_clients) if args.curve_secret else None
+    try:
+        config = PublishConfig(bind=args.bind, hwm=args.hwm, curve=curve)
+    except ValueError as exc:
+        raise UserError(f"--{exc}") from None
+    return Publisher(config)
 
 
 def _summary(what: str, pipeline) -> None:
     c = pipeline.counters
-    log.info("%s: %d segments, %d events%s", what, c.segments, c.events,
-             f", {c.errors} segments not classified" if c.errors else "")
+    log.info("%s: %d segments, %d events%s%s", what, c.segments, c.events,
+             f", {c.errors} segments not classified" if c.errors else "",
+             f", {c.unprocessed_s:.2f} s of captured audio left unprocessed by the stop" if c.unprocessed_s else "")
 
 
 # ---------------------------------------------------------------------- commands
-def cmd_run(args: argparse.Namespace, stopper: _Stopper) -> int:
+def cmd_run(args: argparse.Namespace, stopper: Stopper) -> int:
     from serstream.capture import CaptureConfig, MicSource
 
     stopper.what = "finishing the current segment"
@@ -285,6 +263,7 @@ def cmd_run(args: argparse.Namespace, stopper: _Stopper) -> int:
     publisher = _publisher(args)
     try:
         pipeline = _pipeline(args, model, publisher, sinks)
+        stopper.on_stop(pipeline.cut_short)
         log.info("capturing from %r at %d Hz; Ctrl-C to stop", source.device_name, source.sample_rate)
         pipeline.run(source, stopper.event)
     finally:
@@ -293,7 +272,7 @@ def cmd_run(args: argparse.Namespace, stopper: _Stopper) -> int:
     return 0
 
 
-def cmd_replay(args: argparse.Namespace, stopper: _Stopper) -> int:
+def cmd_replay(args: argparse.Namespace, stopper: Stopper) -> int:
     from serstream.replay import FileSource, ReplayConfig
 
     try:
@@ -308,6 +287,7 @@ def cmd_replay(args: argparse.Namespace, stopper: _Stopper) -> int:
     done = 0
     try:
         pipeline = _pipeline(args, model, publisher, sinks)
+        stopper.on_stop(pipeline.cut_short)
         if (publisher is not None and args.wait_subscriber > 0
                 and not publisher.wait_for_subscriber(args.wait_subscriber, stopper.event)
                 and not stopper.event.is_set()):
@@ -336,7 +316,7 @@ def cmd_replay(args: argparse.Namespace, stopper: _Stopper) -> int:
     return 1 if failed else 0
 
 
-def cmd_listen(args: argparse.Namespace, stopper: _Stopper) -> int:
+def cmd_listen(args: argparse.Namespace, stopper: Stopper) -> int:
     import time
 
     from serstream.client import DEFAULT_CONNECT, Subscriber
@@ -356,16 +336,24 @@ def cmd_listen(args: argparse.Namespace, stopper: _Stopper) -> int:
         sub = Subscriber(args.connect or [DEFAULT_CONNECT], topics=topics, curve=curve)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    seen = 0
+    seen = received = 0
     log.info("listening to %s; Ctrl-C to stop", ", ".join(args.connect or [DEFAULT_CONNECT]))
     idle_until = None if args.timeout is None else time.monotonic() + args.timeout
+    said: dict[str, str] = {}  # endpoint -> the link problem last reported for it
+    timed_out = False
     with sub:
         while not stopper.event.is_set():
             ev = sub.recv(timeout=0.2)  # short, so that a signal is seen at once
             if ev is None:
+                for endpoint, why in sub.links.problems(after=LINK_PATIENCE_S).items():
+                    if said.get(endpoint) != why:
+                        log.warning("%s: %s", endpoint, why)
+                        said[endpoint] = why
                 if idle_until is not None and time.monotonic() >= idle_until:
+                    timed_out = True
                     break
                 continue
+            received += 1
             if idle_until is not None:
                 idle_until = time.monotonic() + args.timeout
             topic = ev.pop("topic")
@@ -376,14 +364,25 @@ def cmd_listen(args: argparse.Namespace, stopper: _Stopper) -> int:
                     break
         if sub.gaps:
             log.warning("lost %d messages in %d gaps", sub.lost, sub.gaps)
+        problems = sub.links.problems(after=0)
     if args.count is not None and seen < args.count:
-        log.error("received %d of %d events before %s", seen, args.count,
-                  "being stopped" if stopper.event.is_set() else "timing out")
+        log.error("received %d of %d events before %s%s", seen, args.count,
+                  "being stopped" if stopper.event.is_set() else "timing out", _link_text(problems))
+        return 1
+    if timed_out and received == 0:
+        log.error("nothing received in %g s%s", args.timeout, _link_text(problems))
         return 1
     return 0
 
 
-def cmd_devices(args: argparse.Namespace, stopper: _Stopper) -> int:
+LINK_PATIENCE_S = 3.0  # how long listen waits for a working link before saying what is wrong
+
+
+def _link_text(problems: dict[str, str]) -> str:
+    return "".join(f"; {endpoint}: {why}" for endpoint, why in problems.items())
+
+
+def cmd_devices(args: argparse.Namespace, stopper: Stopper) -> int:
     from serstream.capture import list_input_devices
 
     devices = list_input_devices()
@@ -444,7 +443,7 @@ def _info_shipped(as_json: bool) -> int:
     return 0
 
 
-def cmd_info(args: argparse.Namespace, stopper: _Stopper) -> int:
+def cmd_info(args: argparse.Namespace, stopper: Stopper) -> int:
     from serstream.catalog import resolve
     from serstream.model import EmotionModel
 
@@ -490,7 +489,7 @@ def cmd_info(args: argparse.Namespace, stopper: _Stopper) -> int:
     return 0
 
 
-def cmd_keys(args: argparse.Namespace, stopper: _Stopper) -> int:
+def cmd_keys(args: argparse.Namespace, stopper: Stopper) -> int:
     from serstream.security import make_keys
 
     for name in args.name or ["server", "client"]:
@@ -511,19 +510,33 @@ COMMANDS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    stopper = _Stopper()
-    stopper.install()
+def _leave_now(rc: int) -> None:
+    """Exit without the interpreter's teardown. Stopped by a signal, everything of ours
+    is already closed and flushed (sockets lingered, the last line printed); what is
+    left is freeing memory the kernel frees anyway, and with ONNX Runtime and numba
+    loaded that took 0.3-0.9 s here: too much of the 2 s a stop may take."""
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(rc)
+
+
+def main(argv: list[str] | None = None, stopper: Stopper | None = None) -> int:
+    if stopper is None:
+        stopper = Stopper()
+        stopper.install()
     parser = build_parser()
     args = parser.parse_args(argv)
     level = getattr(logging, args.log_level.upper())
     logging.basicConfig(level=level, format="serstream: %(levelname)s: %(message)s", stream=sys.stderr)
     try:
         rc = COMMANDS[args.command](args, stopper)
+        stopper.finished(rc)
         # done and on the way out: a late Ctrl-C must not turn a clean exit into a crash
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
         sys.stdout.flush()
+        if stopper.stopping:
+            _leave_now(rc)
         return rc
     except BrokenPipeError:
         # stdout was closed by its reader (`serstream info | head -1`): nothing more to

@@ -19,12 +19,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from serstream.events import EMOTION_TOPIC
-from serstream.publish import PublishConfig
+from serstream.publish import PublishConfig, needs_ipv6
 from serstream.security import CurveClient
 
-__all__ = ["Subscriber", "DEFAULT_CONNECT", "MAX_MESSAGE_BYTES"]
+__all__ = ["Subscriber", "LinkWatch", "DEFAULT_CONNECT", "MAX_MESSAGE_BYTES"]
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,14 @@ class Subscriber:
         for t in topics:
             sock.setsockopt(zmq.SUBSCRIBE, t.encode())
         endpoints = [connect] if isinstance(connect, str) else list(connect)
+        if any(needs_ipv6(ep) for ep in endpoints):
+            sock.setsockopt(zmq.IPV6, 1)
+        self.links = LinkWatch(sock, endpoints, encrypted=curve is not None)
         for ep in endpoints:
             try:
                 sock.connect(ep)
             except zmq.ZMQError as exc:
+                self.links.close()
                 sock.close(0)
                 raise ValueError(f"cannot connect to {ep}: {exc.strerror}") from None
         self._sock = sock
@@ -89,6 +94,7 @@ class Subscriber:
         self.close()
 
     def close(self) -> None:
+        self.links.close()
         self._sock.close(0)
 
     def reconnect(self, away: float = 0.0) -> None:
@@ -106,8 +112,10 @@ class Subscriber:
         """Next valid event, or None when ``timeout`` seconds pass without one."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            self.links.update()
             wait = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
             if not self._sock.poll(wait, zmq.POLLIN):
+                self.links.update()
                 return None
             frames = self._sock.recv_multipart(flags=zmq.NOBLOCK)
             event = self._parse(frames)
@@ -153,3 +161,78 @@ class Subscriber:
         self.rejected += 1
         log.warning("skipped a message: %s", why)
         return None
+
+
+class LinkWatch:
+    """What became of each connection a SUB socket tries to make (its socket monitor).
+
+    A SUB socket retries in silence: a daemon that is not running, or one that refuses
+    the handshake (the wrong ``--curve-server-key``, a client key it does not allow, a
+    client with encryption against a daemon without, or the reverse) all look the same
+    from recv(): nothing. This tells them apart, per endpoint, for a line a person can
+    act on (see ``serstream listen``).
+    """
+
+    _EVENTS = (zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+               | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+               | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+
+    def __init__(self, sock: zmq.Socket, endpoints: list[str], encrypted: bool) -> None:
+        self._sock = sock
+        self._monitor: zmq.Socket | None = sock.get_monitor_socket(self._EVENTS)
+        self.encrypted = encrypted
+        self._state = {ep: "never connected" for ep in endpoints}  # or "connected", "ok", "failed: why"
+        self.since = {ep: time.monotonic() for ep in endpoints}  # when the state last changed
+
+    def update(self) -> None:
+        """Take in what the monitor has reported since the last call."""
+        if self._monitor is None:
+            return
+        while self._monitor.poll(0):
+            ev = recv_monitor_message(self._monitor)
+            ep = ev["endpoint"].decode(errors="replace")
+            if ep not in self._state:
+                continue
+            kind = ev["event"]
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._set(ep, "ok")
+            elif kind == zmq.EVENT_CONNECTED and not self._state[ep].startswith("failed"):
+                self._set(ep, "connected")  # (after a failure, a retry is not news until it succeeds)
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self._set(ep, "failed: the daemon does not allow this client's key (its --allow-clients)")
+            elif kind in (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+                self._set(ep, "failed: " + (
+                    "the CurveZMQ handshake failed (is --curve-server-key this daemon's public key? "
+                    "does the daemon encrypt?)" if self.encrypted else
+                    "the handshake failed (does the daemon expect CurveZMQ keys? see --curve-server-key)"))
+            elif kind == zmq.EVENT_DISCONNECTED and self._state[ep] == "ok":
+                self._set(ep, "disconnected")
+
+    def _set(self, ep: str, state: str) -> None:
+        if self._state[ep] != state:
+            self._state[ep] = state
+            self.since[ep] = time.monotonic()
+
+    def problems(self, after: float) -> dict[str, str]:
+        """``endpoint -> what is wrong`` for each endpoint that has been without a
+        working link for ``after`` seconds or more."""
+        now = time.monotonic()
+        out = {}
+        for ep, state in self._state.items():
+            if state == "ok" or now - self.since[ep] < after:
+                continue
+            if state == "never connected":
+                out[ep] = "nothing accepts connections there (is the daemon running, on this endpoint?)"
+            elif state == "connected":
+                out[ep] = "connected, but no handshake has completed"
+            elif state == "disconnected":
+                out[ep] = "the daemon went away; retrying"
+            else:
+                out[ep] = state.split(": ", 1)[1]
+        return out
+
+    def close(self) -> None:
+        if self._monitor is not None:
+            self._sock.disable_monitor()
+            self._monitor.close(0)
+            self._monitor = None

@@ -123,8 +123,11 @@ class Stats:
     partials: int
     events: int
     errors: int
-    dropped: int
+    unprocessed_s: float
     subscriptions: int
+    subscriptions_refused: int
+    peers_cut: int
+    handshakes_failed: int
     level_rms_dbfs: float | None
     level_peak_dbfs: float | None
     in_speech: bool

@@ -21,6 +21,7 @@ import hashlib
 import importlib.resources
 import json
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,6 +200,10 @@ class ModelOutputError(ValueError):
     """The graph answered with something that is not a probability per label."""
 
 
+class ModelInterrupted(RuntimeError):
+    """A graph call cut short by :meth:`EmotionModel.interrupt` (a stop whose time ran out)."""
+
+
 @dataclass(frozen=True)
 class Prediction:
     label: str
@@ -293,6 +298,11 @@ class EmotionModel:
         if isinstance(out_shape[-1], int) and out_shape[-1] != len(self.meta.labels):
             raise ModelError(f"{self.path}: output has {out_shape[-1]} classes, metadata lists {len(self.meta.labels)}")
         self.features = FeatureExtractor(self.meta.features)
+        # one RunOptions for every call: setting its terminate flag from another thread
+        # is how ONNX Runtime cuts a call short (checked between graph nodes)
+        self._run_options = ort.RunOptions()
+        self._interrupt_lock = threading.Lock()
+        self._interrupted = False
         self._mean = np.asarray(self.meta.mean, dtype=np.float32)
         self._inv_std = (1.0 / np.asarray(self.meta.std, dtype=np.float64)).astype(np.float32)
         self.model_id = self.meta.model_id or self._file_id()
@@ -323,11 +333,21 @@ class EmotionModel:
         raises :class:`ModelOutputError` instead of reaching a subscriber.
         """
         t0 = time.perf_counter()
+        with self._interrupt_lock:  # an interrupt targets the call in progress, not this one
+            self._interrupted = False
+            self._run_options.terminate = False
         feats = self.features(audio)
         t1 = time.perf_counter()
         probs, chunks = self.probabilities(feats)
         t2 = time.perf_counter()
         return Classification(self.labels, probs, (t1 - t0) * 1000, (t2 - t1) * 1000, feats.shape[0], chunks)
+
+    def interrupt(self) -> None:
+        """Cut the classification in progress short, from another thread: it raises
+        :class:`ModelInterrupted` within one graph node. The next call runs normally."""
+        with self._interrupt_lock:
+            self._interrupted = True
+            self._run_options.terminate = True
 
     def probabilities(self, feats: np.ndarray) -> tuple[np.ndarray, int]:
         """Probabilities for one ``(n_frames, n_features)`` matrix, and how many graph
@@ -348,7 +368,15 @@ class EmotionModel:
         if x.shape[0] < self.meta.min_frames:
             pad = np.zeros((self.meta.min_frames - x.shape[0], x.shape[1]), dtype=np.float32)
             x = np.vstack([x, pad])
-        out = self._session.run([self._output], {self._input: x[None].astype(np.float32, copy=False)})[0]
+        if self._interrupted:  # between the chunks of a long segment
+            raise ModelInterrupted("classification cut short")
+        try:
+            out = self._session.run([self._output], {self._input: x[None].astype(np.float32, copy=False)},
+                                    self._run_options)[0]
+        except Exception:
+            if self._interrupted:
+                raise ModelInterrupted("classification cut short") from None
+            raise
         row = np.asarray(out, dtype=np.float64).reshape(-1)
         if row.shape != (len(self.labels),) or not np.isfinite(row).all():
             raise ModelOutputError(f"model output {np.array2string(row, precision=3, threshold=10)} is not "
@@ -371,5 +399,5 @@ def metadata_dict(meta: ModelMetadata) -> dict[str, str]:
     return {METADATA_KEY: meta.to_json()}
 
 
-__all__ += ["Classification", "ModelOutputError", "Prediction", "metadata_dict"]
+__all__ += ["Classification", "ModelInterrupted", "ModelOutputError", "Prediction", "metadata_dict"]
 

@@ -28,7 +28,7 @@ from serstream.ring import RingBuffer
 from serstream.vad import Framer, Segment, Segmenter, VadConfig
 
 if TYPE_CHECKING:  # types only: importing the pipeline (for its config) must not load numba
-    from serstream.model import EmotionModel
+    from serstream.model import Classification, EmotionModel
     from serstream.publish import Publisher
 
 __all__ = ["Source", "Sink", "Pipeline", "PipelineConfig", "Counters", "LevelMeter", "Outlet"]
@@ -79,6 +79,7 @@ class Counters:
     partials: int = 0
     events: int = 0
     errors: int = 0
+    unprocessed_s: float = 0.0  # captured, then left when the daemon was stopped
 
 
 class LevelMeter:
@@ -157,19 +158,27 @@ class Pipeline:
         self._resampler = Resampler(self.sr, self.sr)
         self._stream_samples = 0  # samples at model rate fed to the segmenter
         self._rate_ratio = 1.0
+        self._stop = threading.Event()
+        self._classifying: Segment | None = None  # the segment the model is working on
+        self._out_of_time = False  # the stop's budget for a final is spent
 
     # ------------------------------------------------------------------ running
     def run(self, source: Source, stop: threading.Event) -> None:
         """Process ``source`` until it is exhausted or ``stop`` is set.
 
-        On stop the audio already captured is drained and an open segment is closed
-        with its final event, so Ctrl-C never swallows the last thing said.
+        On stop, processing ends at once, however far behind it is: the segment in
+        progress is closed with a final from the audio processed so far, and what was
+        captured but not processed is counted (``unprocessed_s``) and logged, never
+        silently dropped. A service manager waits seconds for a stop, not for a slow
+        model to work off a backlog (see :mod:`serstream.stopping`).
         """
         self._begin(source)
+        self._stop = stop
         cfg = self.config
         block = np.zeros((cfg.read_block, source.channels), dtype=np.float32)
         source.start()
         generation = source.generation
+        exhausted = False
         try:
             while not stop.is_set():  # checked with data waiting too: a fast replay never lets the ring run dry
                 n = source.ring.read(block)
@@ -178,6 +187,7 @@ class Pipeline:
                     self._maybe_stats()
                     continue
                 if source.finished() and source.ring.available == 0:
+                    exhausted = True
                     break
                 if source.poll() or source.generation != generation:
                     generation = source.generation
@@ -186,16 +196,35 @@ class Pipeline:
                 source.wait(cfg.poll_interval)
         finally:
             source.close()
-        # whatever the producer wrote before it stopped is still ours to process
-        while (n := source.ring.read(block)) > 0:
-            self._consume(block[:n])
-        self._feed(self._resampler(np.zeros(0, dtype=np.float32), last=True))
-        tail = self.framer.flush()
-        if tail is not None:
-            self._frame(*tail)
+        if exhausted:
+            # the resampler's and the framer's tails are the end of the stream
+            self._feed(self._resampler(np.zeros(0, dtype=np.float32), last=True))
+            tail = self.framer.flush()
+            if tail is not None:
+                self._frame(*tail)
+        else:
+            self._left_unprocessed(source)
         for ev in self.segmenter.flush():
             self._emit(ev)
         self.publish_stats()
+
+    def cut_short(self, final: bool) -> None:
+        """Stop hook (:meth:`serstream.stopping.Stopper.on_stop`), called from another
+        thread: abandon a partial result being computed (the final replaces it) and,
+        with ``final``, any classification still running: time is up."""
+        if final:
+            self._out_of_time = True
+        running = self._classifying
+        if running is not None and (final or not running.final):
+            self.model.interrupt()
+
+    def _left_unprocessed(self, source: Source) -> None:
+        """Stopped early: count the audio captured but never processed."""
+        left = source.ring.available / source.sample_rate
+        self.counters.unprocessed_s = round(self.counters.unprocessed_s + left, 3)
+        if left > 0:
+            log.warning("stopped with %.2f s of captured audio from %s not processed (at %.2f s of its stream)",
+                        left, source.source_id, self._stream_samples / self.sr)
 
     def _interrupted(self) -> None:
         """The audio has a hole (device lost or back): what was said before it is a
@@ -236,11 +265,10 @@ class Pipeline:
 
     def _emit(self, seg: Segment) -> None:
         assert self._source is not None
-        try:
-            result = self.model.classify(seg.audio)
-        except Exception as exc:  # a bad segment or a bad model answer must not take the daemon down
-            self.counters.errors += 1
-            log.error("segment %d of %s could not be classified: %s", seg.index, self._source.source_id, exc)
+        if self._stop.is_set() and not seg.final:
+            return  # stopping: the segment's final is what matters now
+        result = self._classify(seg)
+        if result is None:
             return
         probs = result.probabilities
         decided = self._arrival(seg.detected_at)
@@ -268,6 +296,34 @@ class Pipeline:
         self.counters.events += 1
         self.outlet.send(event)
 
+    def _classify(self, seg: Segment) -> Classification | None:
+        """The model's answer for ``seg``, or None (counted, logged) when there is none."""
+        assert self._source is not None
+        if self._out_of_time:
+            self.counters.errors += 1
+            log.warning("segment %d of %s: no final: the stop came before the model could classify it",
+                        seg.index, self._source.source_id)
+            return None
+        self._classifying = seg
+        try:
+            return self.model.classify(seg.audio)
+        except Exception as exc:  # a bad segment or a bad model answer must not take the daemon down
+            # already loaded (the model came from there); imported here so that importing
+            # the pipeline for its configuration does not load numba
+            from serstream.model import ModelInterrupted
+
+            if isinstance(exc, ModelInterrupted):
+                if seg.final:
+                    self.counters.errors += 1
+                    log.warning("segment %d of %s: no final: the model was still working when the stop's "
+                                "time ran out", seg.index, self._source.source_id)
+                return None
+            self.counters.errors += 1
+            log.error("segment %d of %s could not be classified: %s", seg.index, self._source.source_id, exc)
+            return None
+        finally:
+            self._classifying = None
+
     # ------------------------------------------------------------------ stats
     def _maybe_stats(self) -> None:
         now = time.monotonic()
@@ -292,8 +348,11 @@ class Pipeline:
             partials=self.counters.partials,
             events=self.counters.events,
             errors=self.counters.errors,
-            dropped=publisher.dropped if publisher else 0,
-            subscriptions=publisher.subscriptions if publisher else 0,
+            unprocessed_s=self.counters.unprocessed_s,
+            subscriptions=publisher.guard.subscriptions if publisher else 0,
+            subscriptions_refused=publisher.guard.refused if publisher else 0,
+            peers_cut=publisher.guard.cut if publisher else 0,
+            handshakes_failed=publisher.guard.handshakes_failed if publisher else 0,
             level_rms_dbfs=rms,
             level_peak_dbfs=peak,
             in_speech=self.segmenter.in_speech,

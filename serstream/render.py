@@ -17,7 +17,7 @@ def human(payload: Mapping[str, Any]) -> str:
             f"[stats] {payload.get('source')}  up {payload.get('uptime_s', 0):.0f}s  "
             f"frames {payload.get('frames_captured')}  overflows {payload.get('overflows')}  "
             f"segments {payload.get('segments')}  events {payload.get('events')}  "
-            f"dropped {payload.get('dropped')}  level {'-' if lvl is None else f'{lvl:.1f} dBFS'}  "
+            f"subscriptions {payload.get('subscriptions')}  level {'-' if lvl is None else f'{lvl:.1f} dBFS'}  "
             f"device {payload.get('device', '?')}"
         )
     stamp = time.strftime("%H:%M:%S", time.localtime(payload.get("wall_end", time.time())))

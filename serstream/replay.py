@@ -92,7 +92,9 @@ class FileSource:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        # the producer checks the flag between blocks of a few ms; a daemon thread, so
+        # one stuck in a decode call cannot hold the process past a stop
+        self._thread.join(timeout=1)
 
     def health(self) -> FileHealth:
         return FileHealth(non_finite_samples=self._stream.non_finite)

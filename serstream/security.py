@@ -1,25 +1,42 @@
 """CurveZMQ: key pairs on disk, an encrypted publisher, and who may subscribe.
 
-Keys are ZeroMQ certificate files as ``zmq.auth`` writes them (``NAME.key`` public,
-``NAME.key_secret`` secret). Secret files are written with mode 0600 and never
-logged; only a short fingerprint of a *public* key ever appears in a log line.
+Keys are ZeroMQ certificate files in the format ``zmq.auth`` reads (``NAME.key`` public,
+``NAME.key_secret`` secret). Secret files are created readable by their owner only,
+and never through a link or over an existing file: a link planted where the secret is
+about to be written would otherwise send the secret wherever it points. A directory
+that others may write to is refused for keys, since they could swap the files in it.
+Only a short fingerprint of a *public* key ever appears in a log line.
+
+The allow-list (``--allow-clients DIR``) is read once, at start-up: every ``*.key`` in
+DIR must be a readable public key, or the daemon refuses to start (pyzmq's own
+authenticator would instead reject *every* client, silently, for one unreadable
+file). It is enforced by :class:`AllowList`, a ZAP handler (ZeroMQ RFC 27) that logs
+each refused client once, with its address and key fingerprint.
 """
 
 from __future__ import annotations
 
+import datetime
+import errno
 import hashlib
+import logging
 import os
 import stat
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
 
 from serstream.errors import UserError
+from serstream.ratelog import RateLimitedLog
 
-__all__ = ["CurveServer", "CurveClient", "make_keys", "fingerprint"]
+__all__ = ["CurveServer", "CurveClient", "AllowList", "make_keys", "fingerprint", "load_allowed"]
+
+log = logging.getLogger(__name__)
+
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # where libzmq asks its context's ZAP handler
 
 
 def fingerprint(public_key: bytes) -> str:
@@ -27,64 +44,194 @@ def fingerprint(public_key: bytes) -> str:
     return hashlib.sha256(public_key).hexdigest()[:12]
 
 
+# ---------------------------------------------------------------------- files
+def _check_directory(directory: Path, what: str) -> None:
+    """Refuse a directory that someone else could write to: they could replace the keys."""
+    try:
+        st = directory.stat()
+    except OSError as exc:
+        raise UserError(f"{what}: {directory}: {exc.strerror}") from None
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UserError(f"{what}: {directory} is writable by others, who could replace the keys in it "
+                        f"(chmod go-w {directory})")
+
+
+def _certificate(public: bytes, secret: bytes | None) -> str:
+    """A certificate in the format zmq.auth writes and reads."""
+    kind = "Secret" if secret is not None else "Public"
+    lines = [
+        f"#   ****  Generated on {datetime.datetime.now():%Y-%m-%d %H:%M:%S} by serstream  ****",
+        f"#   ZeroMQ CURVE **{kind}** Certificate",
+        "#   " + ("DO NOT PROVIDE THIS FILE TO OTHER USERS nor change its permissions." if secret is not None
+                  else "Exchange securely, or use a secure mechanism to verify the contents"),
+        "",
+        "metadata",
+        "curve",
+        f'    public-key = "{public.decode("ascii")}"',
+    ]
+    if secret is not None:
+        lines.append(f'    secret-key = "{secret.decode("ascii")}"')
+    return "\n".join(lines) + "\n"
+
+
+def _create(path: Path, text: str, mode: int) -> None:
+    """Write a new file: never through a link, never over an existing file."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    except FileExistsError:
+        raise UserError(f"{path} already exists (or is a link): not overwriting keys") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UserError(f"{path} is a link: not writing a key through it") from None
+        raise UserError(f"cannot create {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, mode, follow_symlinks=False)  # exactly, whatever the umask
+
+
 def make_keys(directory: Path, name: str) -> tuple[Path, Path]:
     """Write a new key pair; the secret file is readable by its owner only."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    public = directory / f"{name}.key"
-    secret = directory / f"{name}.key_secret"
-    if public.exists() or secret.exists():
-        raise UserError(f"{public} or {secret} already exists: not overwriting keys")
-    old = os.umask(0o077)
     try:
-        pub, sec = zmq.auth.create_certificates(str(directory), name)
-    finally:
-        os.umask(old)
-    os.chmod(sec, stat.S_IRUSR | stat.S_IWUSR)
-    os.chmod(pub, 0o644)
-    return Path(pub), Path(sec)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise UserError(f"cannot create {directory}: {exc.strerror}") from None
+    _check_directory(directory, "serstream keys")
+    public_path = directory / f"{name}.key"
+    secret_path = directory / f"{name}.key_secret"
+    for path in (public_path, secret_path):
+        if os.path.lexists(path):
+            raise UserError(f"{path} already exists: not overwriting keys")
+    public, secret = zmq.curve_keypair()
+    _create(secret_path, _certificate(public, secret), 0o600)
+    _create(public_path, _certificate(public, None), 0o644)
+    return public_path, secret_path
 
 
 def _load(path: Path, want_secret: bool) -> tuple[bytes, bytes | None]:
-    if not path.is_file():
-        raise UserError(f"key file not found: {path}")
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise UserError(f"key file not found: {path}") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read key file ({exc.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block start-up for ever
+        raise UserError(f"{path}: not a regular file")
     try:
         public, secret = zmq.auth.load_certificate(str(path))
     except (ValueError, OSError) as exc:
-        raise UserError(f"{path}: not a ZeroMQ key file ({exc})") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UserError(f"{path}: not a readable ZeroMQ key file ({reason})") from None
+    if len(public) != 40:
+        raise UserError(f"{path}: not a ZeroMQ key file (no 40-character public key)")
     if want_secret:
         if secret is None:
             raise UserError(f"{path}: holds no secret key (pass the .key_secret file)")
         mode = path.stat().st_mode & 0o077
         if mode:
             raise UserError(f"{path}: secret key is readable by others (chmod 600 {path})")
+        _check_directory(path.parent, f"{path}: its directory")
     return public, secret
+
+
+def load_allowed(directory: Path) -> frozenset[bytes]:
+    """The public keys (Z85) of ``directory``'s ``*.key`` files; any that cannot be read
+    refuses the whole directory, in one line."""
+    if not directory.is_dir():
+        raise UserError(f"--allow-clients: {directory} is not a directory")
+    _check_directory(directory, "--allow-clients")
+    keys = set()
+    for path in sorted(directory.glob("*.key")):
+        keys.add(_load(path, want_secret=False)[0])
+    if not keys:
+        raise UserError(f"--allow-clients: no public keys (*.key) in {directory}")
+    return frozenset(keys)
+
+
+# ---------------------------------------------------------------------- who may subscribe
+class AllowList:
+    """A ZAP handler admitting the CURVE clients whose public key is in ``keys``.
+
+    Runs on its own thread with a socket bound to the context's ZAP endpoint, as long
+    as the publisher lives. Each refused client is logged once per address and key,
+    with the key's fingerprint (rate-limited); the socket monitor counts it.
+    """
+
+    def __init__(self, ctx: zmq.Context, keys: frozenset[bytes], source: Path) -> None:
+        self.keys = keys
+        self.source = source
+        self.refused = 0
+        self._log = RateLimitedLog(log)
+        self._sock = ctx.socket(zmq.REP)
+        self._sock.linger = 0
+        try:
+            self._sock.bind(ZAP_ENDPOINT)
+        except zmq.ZMQError as exc:
+            self._sock.close(0)
+            raise RuntimeError(f"a ZAP handler already serves this context ({exc})") from None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="zap", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            if not self._sock.poll(100):
+                continue
+            request = self._sock.recv_multipart()
+            self._sock.send_multipart(self._answer(request))
+        self._sock.close(0)
+
+    def _answer(self, request: list[bytes]) -> list[bytes]:
+        if len(request) < 6:  # not RFC 27: nothing to answer to but the protocol error
+            return [b"1.0", request[1] if len(request) > 1 else b"", b"500", b"bad ZAP request", b"", b""]
+        version, request_id, _domain, address, _identity, mechanism, *credentials = request
+        if mechanism == b"CURVE" and credentials and len(credentials[0]) == 32:
+            key = zmq.utils.z85.encode(credentials[0])
+            if key in self.keys:
+                return [version, request_id, b"200", b"OK", fingerprint(key).encode(), b""]
+            self.refused += 1
+            self._log((address, key), "refused a client at %s: its key %s is not in --allow-clients %s",
+                      address.decode(errors="replace") or "?", fingerprint(key), self.source)
+        else:
+            self._log((address, mechanism), "refused a client at %s: it does not use CurveZMQ",
+                      address.decode(errors="replace") or "?")
+        return [version, request_id, b"400", b"not allowed", b"", b""]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)
 
 
 @dataclass(frozen=True)
 class CurveServer:
-    """Server side: the publisher's key pair, and optionally the allowed clients."""
+    """Server side: the publisher's key pair, and optionally the clients allowed in.
 
-    secret_file: Path
+    Made by :meth:`load`, which reads and checks everything, so a bad key or key
+    directory is refused at start-up, in one line, before anything is bound.
+    """
+
+    public_key: bytes
+    secret_key: bytes = field(repr=False)
+    allowed: frozenset[bytes] | None = None  # None: any client that has the server's public key
     allow_dir: Path | None = None
 
-    def apply(self, sock: zmq.Socket, ctx: zmq.Context) -> tuple[bytes, ThreadAuthenticator | None]:
-        """Make ``sock`` a CURVE server. Returns its public key (whose fingerprint may be
-        logged) and the authenticator thread enforcing ``allow_dir``, which the caller
-        stops when it closes the socket (None without an allow-list)."""
-        public, secret = _load(self.secret_file, want_secret=True)
+    @classmethod
+    def load(cls, secret_file: Path, allow_dir: Path | None = None) -> CurveServer:
+        public, secret = _load(secret_file, want_secret=True)
+        assert secret is not None
+        allowed = load_allowed(allow_dir) if allow_dir is not None else None
+        return cls(public, secret, allowed, allow_dir)
+
+    def apply(self, sock: zmq.Socket, ctx: zmq.Context) -> AllowList | None:
+        """Make ``sock`` a CURVE server. Returns the ZAP handler enforcing the allow-list
+        (None without one), which the caller stops when it closes the socket."""
         auth = None
-        if self.allow_dir is not None:
-            if not self.allow_dir.is_dir():
-                raise UserError(f"--allow-clients: {self.allow_dir} is not a directory")
-            if not any(self.allow_dir.glob("*.key")):
-                raise UserError(f"--allow-clients: no public keys (*.key) in {self.allow_dir}")
-            auth = ThreadAuthenticator(ctx)
-            auth.start()
-            auth.configure_curve(domain="*", location=str(self.allow_dir))
-        sock.curve_secretkey = secret
-        sock.curve_publickey = public
+        if self.allowed is not None:
+            auth = AllowList(ctx, self.allowed, self.allow_dir or Path("?"))
+            sock.zap_domain = b"serstream"
+        sock.curve_secretkey = self.secret_key
+        sock.curve_publickey = self.public_key
         sock.curve_server = True
-        return public, auth
+        return auth
 
 
 @dataclass(frozen=True)

@@ -20,5 +20,6 @@ def mic_health() -> MicHealth:
 
 def stats(health: MicHealth | FileHealth | None = None, level: float | None = None) -> Stats:
     return Stats(source="test", uptime_s=1.0, stream_s=1.0, frames_captured=16000, overflows=0, buffered_s=0.0,
-                 segments=0, partials=0, events=0, errors=0, dropped=0, subscriptions=1, level_rms_dbfs=level,
+                 segments=0, partials=0, events=0, errors=0, unprocessed_s=0.0, subscriptions=1,
+                 subscriptions_refused=0, peers_cut=0, handshakes_failed=0, level_rms_dbfs=level,
                  level_peak_dbfs=None, in_speech=False, health=health or FileHealth(non_finite_samples=0))

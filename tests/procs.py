@@ -20,9 +20,19 @@ def free_endpoint() -> str:
     return f"tcp://127.0.0.1:{port}"
 
 
-def serstream(*args: str, timeout: float = 60, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+def permissions_apply() -> list[str]:
+    """A command prefix under which file permissions hold for this user: as root (a CI
+    container), the capabilities that override them are dropped, so that an unreadable
+    or read-only file is what it is for everyone else."""
+    if os.geteuid() != 0:
+        return []
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+
+
+def serstream(*args: str, timeout: float = 60, env: dict | None = None, prefix: list[str] | None = None,
+              **kw) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "serstream", *map(str, args)],
+        [*(prefix or []), sys.executable, "-m", "serstream", *map(str, args)],
         capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})}, **kw,
     )
 
@@ -71,14 +81,18 @@ class Lines:
         import threading
 
         self.lines: list[str] = []
+        self.arrived: list[float] = []  # time.monotonic() at which each line was read
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
         self._thread.start()
 
     def _read(self, stream) -> None:
+        import time
+
         for line in stream:
             with self._cond:
                 self.lines.append(line)
+                self.arrived.append(time.monotonic())
                 self._cond.notify_all()
 
     def wait_for(self, needle: str, timeout: float) -> bool:
@@ -88,6 +102,11 @@ class Lines:
     def text(self) -> str:
         self._thread.join(timeout=10)
         return "".join(self.lines)
+
+    def since(self, t: float) -> list[str]:
+        """The lines read after monotonic time ``t`` (call :meth:`text` first to have them all)."""
+        with self._cond:
+            return [ln for ln, at in zip(self.lines, self.arrived, strict=True) if at > t]
 
 
 def assert_one_line_error(stderr: str, *needles: str) -> None:

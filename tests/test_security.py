@@ -3,12 +3,24 @@ CurveZMQ encryption with an allow-list of client keys, and secrets kept secret."
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import stat
+import time
 
 import pytest
 
-from procs import EXAMPLES, assert_one_line_error, collect, free_endpoint, serstream, spawn
+from procs import (
+    EXAMPLES,
+    Lines,
+    assert_one_line_error,
+    collect,
+    free_endpoint,
+    permissions_apply,
+    serstream,
+    spawn,
+)
 from serstream.client import Subscriber
 from serstream.security import CurveClient
 
@@ -35,6 +47,37 @@ def test_key_files_are_private(keys):
     r = serstream("keys", d, "--name", "server")
     assert r.returncode == 2
     assert_one_line_error(r.stderr, "not overwriting")
+
+
+@pytest.mark.parametrize("planted", ["dangling", "to_a_file"])
+def test_keys_never_write_through_a_planted_link(tmp_path, planted):
+    """Someone who can write the key directory plants a link where the secret will go:
+    the secret must not land at (or overwrite) the link's target."""
+    d = tmp_path / "keys"
+    d.mkdir(mode=0o700)
+    target = tmp_path / "elsewhere" / "stolen"
+    target.parent.mkdir()
+    if planted == "to_a_file":
+        target.write_text("precious\n")
+    (d / "server.key_secret").symlink_to(target)
+    r = serstream("keys", d, "--name", "server")
+    assert r.returncode == 2, r.stdout
+    assert_one_line_error(r.stderr, "server.key_secret")
+    if planted == "dangling":
+        assert not target.exists(), "the secret key was written through the link"
+    else:
+        assert target.read_text() == "precious\n"
+    assert not (d / "server.key").exists()
+
+
+def test_keys_refuse_a_directory_others_can_write(tmp_path):
+    d = tmp_path / "shared"
+    d.mkdir()
+    d.chmod(0o777)
+    r = serstream("keys", d)
+    assert r.returncode == 2
+    assert_one_line_error(r.stderr, "writable by others")
+    assert list(d.iterdir()) == []
 
 
 def test_only_authorised_subscriber_receives(keys, tiny):
@@ -101,11 +144,19 @@ def test_network_bind_warns_unless_encrypted(keys, tiny):
     ("world_readable", "readable by others"),
     ("allow_without_curve", "needs --curve-secret"),
     ("empty_allow_dir", "no public keys"),
+    ("malformed_allowed_key", "garbage.key: not a readable ZeroMQ key file"),
+    ("unreadable_allowed_key", "locked.key: not a readable ZeroMQ key file (Permission denied)"),
+    ("fifo_allowed_key", "pipe.key: not a regular file"),
+    ("world_writable_allow_dir", "writable by others"),
+    ("group_writable_key_dir", "writable by others"),
 ])
 def test_bad_key_setups_fail_clearly(keys, tiny, tmp_path, case, needle):
+    """Refused at start-up, in one line: before, one unreadable key in the allow
+    directory made every client fail while the daemon said encryption was on."""
     d, allowed = keys
     clip = sorted(EXAMPLES.glob("*.wav"))[0]
     args = ["replay", "--model", tiny, "--bind", free_endpoint(), "--speed", "0", "--quiet"]
+    with_allowed = ["--curve-secret", d / "server.key_secret", "--allow-clients", allowed]
     if case == "public_as_secret":
         args += ["--curve-secret", d / "server.key"]
     elif case == "missing":
@@ -119,6 +170,89 @@ def test_bad_key_setups_fail_clearly(keys, tiny, tmp_path, case, needle):
         empty = tmp_path / "empty"
         empty.mkdir()
         args += ["--curve-secret", d / "server.key_secret", "--allow-clients", empty]
-    r = serstream(*args, clip)
+    elif case == "malformed_allowed_key":
+        (allowed / "garbage.key").write_text("not a key\n")
+        args += with_allowed
+    elif case == "unreadable_allowed_key":
+        shutil.copy(d / "mallory.key", allowed / "locked.key")
+        (allowed / "locked.key").chmod(0)
+        args += with_allowed
+    elif case == "fifo_allowed_key":
+        os.mkfifo(allowed / "pipe.key")
+        args += with_allowed
+    elif case == "world_writable_allow_dir":
+        allowed.chmod(0o777)
+        args += with_allowed
+    elif case == "group_writable_key_dir":
+        d.chmod(0o770)
+        args += ["--curve-secret", d / "server.key_secret"]
+    r = serstream(*args, clip, prefix=permissions_apply())
     assert r.returncode == 2, r.stderr
     assert_one_line_error(r.stderr, needle)
+
+
+def test_refused_handshakes_are_counted_and_logged_once_per_peer(keys, tiny):
+    """Three clients that cannot get in keep retrying (ZeroMQ reconnects every 100 ms):
+    a key not allowed in, a wrong server key, no encryption. The daemon counts every
+    refusal in stats and says each once, not once per retry."""
+    d, allowed = keys
+    ep = free_endpoint()
+    clip = sorted(EXAMPLES.glob("*.wav"))[0]
+    proc = spawn("replay", "--model", tiny, "--bind", ep, "--speed", "1", "--json", "--stats",
+                 "--stats-interval", "0.2", "--curve-secret", d / "server.key_secret", "--allow-clients", allowed,
+                 clip)
+    out, err = Lines(proc.stdout), Lines(proc.stderr)
+    assert err.wait_for("publishing on", 60), err.text()
+    clients = [
+        Subscriber(ep, curve=CurveClient(d / "server.key", d / "mallory.key_secret")),  # not allowed
+        Subscriber(ep, curve=CurveClient(d / "mallory.key", d / "alice.key_secret")),  # wrong server key
+        Subscriber(ep),  # no encryption
+    ]
+    try:
+        proc.wait(timeout=60)
+    finally:
+        for c in clients:
+            c.close()
+    stderr = err.text()
+    assert proc.returncode == 0, stderr
+    stats = [json.loads(x) for x in out.text().splitlines() if '"type":"stats"' in x]
+    assert stats[-1]["handshakes_failed"] >= 6, stats[-1]  # each client, retried
+    lines = stderr.splitlines()
+    for needle in ("is not in --allow-clients", "did not decrypt", "does not use CurveZMQ"):
+        said = [ln for ln in lines if needle in ln]
+        assert len(said) == 1, (needle, stderr)
+    assert "127.0.0.1" in [ln for ln in lines if "is not in --allow-clients" in ln][0]
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("no_daemon", "nothing accepts connections there"),
+    ("wrong_server_key", "the CurveZMQ handshake failed"),
+    ("not_allowed", "does not allow this client's key"),
+    ("plaintext_to_encrypted", "does the daemon expect CurveZMQ keys"),
+])
+def test_listen_says_why_nothing_arrives(keys, tiny, case, needle):
+    """listen tells a person what is wrong after a few seconds, and --timeout with
+    nothing received is a failure (exit 1), not a silent success."""
+    d, allowed = keys
+    ep = free_endpoint()
+    daemon = None
+    if case != "no_daemon":
+        daemon = spawn("replay", "--model", tiny, "--bind", ep, "--speed", "1", "--quiet",
+                       "--curve-secret", d / "server.key_secret", "--allow-clients", allowed,
+                       *sorted(EXAMPLES.glob("*.wav")))
+        assert Lines(daemon.stderr).wait_for("publishing on", 60)
+    keys_for = {
+        "wrong_server_key": ["--curve-server-key", d / "mallory.key", "--curve-secret", d / "alice.key_secret"],
+        "not_allowed": ["--curve-server-key", d / "server.key", "--curve-secret", d / "mallory.key_secret"],
+    }
+    t0 = time.monotonic()
+    r = serstream("listen", "--connect", ep, "--timeout", "5", *keys_for.get(case, []))
+    took = time.monotonic() - t0
+    if daemon is not None:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+    assert r.returncode == 1, r.stderr
+    warnings = [ln for ln in r.stderr.splitlines() if "WARNING" in ln and needle in ln]
+    assert len(warnings) == 1, r.stderr  # said once, while still waiting
+    assert_one_line_error(r.stderr, "nothing received in 5 s", needle)
+    assert took >= 5

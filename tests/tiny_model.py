@@ -118,3 +118,48 @@ def build_slow(path: Path, matmuls: int = 12, size: int = 1024, meta: ModelMetad
     helper.set_model_props(model, {METADATA_KEY: meta.to_json()})
     onnx.save(model, str(path))
     return path
+
+
+def build_heavy(path: Path, steps: int = 200, width: int = 64, meta: ModelMetadata | None = None) -> Path:
+    """A model whose cost grows with the cube of the segment's length: a chain of
+    ``steps`` products of the ``frames x frames`` similarity matrix with itself.
+    Negligible on the daemon's short test input at load (50 frames), minutes on a 20 s
+    segment (2000 frames, ~16 GFLOP a step): a classification no stop can wait for."""
+    meta = meta or metadata(model_id="heavy-test")
+    f = meta.features.n_features
+    n_out = len(meta.labels)
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((f, width)).astype(np.float32) * 0.01, "Win"),
+        numpy_helper.from_array(rng.standard_normal((1, n_out)).astype(np.float32), "Wout"),
+        numpy_helper.from_array(np.array([1, 2], np.int64), "axes"),
+        numpy_helper.from_array(np.array([0.001], np.float32), "scale"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["features", "Win"], ["z"]),  # [1, T, width]
+        helper.make_node("Tanh", ["z"], ["zt"]),
+        helper.make_node("Transpose", ["zt"], ["ztT"], perm=[0, 2, 1]),  # [1, width, T]
+        helper.make_node("MatMul", ["zt", "ztT"], ["g0"]),  # [1, T, T]
+    ]
+    for i in range(steps):
+        nodes.append(helper.make_node("MatMul", [f"g{i}", f"g{i}"], [f"p{i}"]))  # T^3
+        nodes.append(helper.make_node("Mul", [f"p{i}", "scale"], [f"q{i}"]))
+        nodes.append(helper.make_node("Tanh", [f"q{i}"], [f"g{i + 1}"]))
+    nodes += [
+        helper.make_node("ReduceMean", [f"g{steps}", "axes"], ["m"], keepdims=0),  # [1]
+        helper.make_node("Unsqueeze", ["m", "one"], ["m2"]),  # [1, 1]
+        helper.make_node("MatMul", ["m2", "Wout"], ["logits"]),  # [1, n_out]
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+    ]
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
+    graph = helper.make_graph(
+        nodes, "heavy",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, "time", f])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, n_out])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    helper.set_model_props(model, {METADATA_KEY: meta.to_json()})
+    onnx.save(model, str(path))
+    return path

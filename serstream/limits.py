@@ -1,0 +1,100 @@
+"""Numbers from outside, checked once at the boundary.
+
+Every setting a user (a flag) or a model file (its metadata) can give is typed and
+bounded where it enters: a frozen configuration dataclass declares each number with
+:func:`bounded`, and :func:`check` (called from its ``__post_init__``) refuses a value
+of the wrong type or out of range with the reason in one line. Without that, a
+``--hwm 99999999999`` reached libzmq as an OverflowError, a ``max_speech_ms`` of 1e10
+asked for hundreds of GiB, and ``160.5`` or ``true`` passed for a frame length. The
+same declarations give ``--help`` its stated limits (:func:`limits_text`), so the
+documented range is the enforced one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = ["Bound", "bounded", "check", "problems", "bound_of", "limits_text"]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The type and closed range ``[lo, hi]`` a number must have (``optional``: None too)."""
+
+    lo: float
+    hi: float
+    unit: str = ""
+    integer: bool = True
+    optional: bool = False
+
+    def problem(self, name: str, value: Any) -> str | None:
+        """Why ``value`` is not acceptable for ``name``, or None."""
+        if value is None and self.optional:
+            return None
+        if self.integer and not _is_int(value):
+            return f"{name} must be an integer, got {value!r}"
+        if not self.integer and (not _is_number(value) or not math.isfinite(value)):
+            return f"{name} must be a finite number, got {value!r}"
+        if not self.lo <= value <= self.hi:
+            return f"{name} must be in [{_num(self.lo)}, {_num(self.hi)}]{self._unit}, got {_num(value)}"
+        return None
+
+    @property
+    def _unit(self) -> str:
+        return f" {self.unit}" if self.unit else ""
+
+    def text(self) -> str:
+        """The range as ``--help`` states it: ``30-10000 ms``."""
+        return f"{_num(self.lo)}-{_num(self.hi)}{self._unit}"
+
+
+def _num(v: float) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def bounded(default: Any, lo: float, hi: float, unit: str = "", *, integer: bool | None = None,
+            optional: bool = False) -> Any:
+    """A dataclass field holding a number in ``[lo, hi]`` (an int unless ``default`` is a
+    float or ``integer=False``)."""
+    if integer is None:
+        integer = not isinstance(default, float)
+    return field(default=default, metadata={"bound": Bound(lo, hi, unit, integer, optional)})
+
+
+def problems(obj: Any) -> list[str]:
+    """Every bounded field of dataclass ``obj`` that is out of type or range."""
+    out = []
+    for f in fields(obj):
+        bound = f.metadata.get("bound")
+        if bound is not None and (why := bound.problem(f.name, getattr(obj, f.name))) is not None:
+            out.append(why)
+    return out
+
+
+def check(obj: Any) -> None:
+    """Raise ValueError naming every bounded field of ``obj`` that is out of range."""
+    found = problems(obj)
+    if found:
+        raise ValueError("; ".join(found))
+
+
+def bound_of(cls: type, name: str) -> Bound:
+    for f in fields(cls):
+        if f.name == name:
+            return f.metadata["bound"]
+    raise KeyError(name)
+
+
+def limits_text(cls: type, name: str) -> str:
+    """``cls.name``'s range as ``--help`` states it."""
+    return bound_of(cls, name).text()

@@ -1,0 +1,192 @@
+"""Who is connected to the publisher, and what each connection may make the daemon hold.
+
+libzmq keeps every distinct subscription a connection sends, in a trie, until the
+connection ends, and an XPUB hands each one to the application too. Anyone who can
+connect (a local user on the default loopback bind, anyone on a network bind, any
+holder of the server's Curve key) could therefore grow the daemon without bound by
+subscribing to ever new topics: a plain XSUB loop took it from 199 MB to 1.8 GB in 20 s
+and stalled its publishing for seconds. So the publisher's socket runs in manual mode
+(``ZMQ_XPUB_MANUAL``) and :class:`PeerGuard` decides what each notification may do:
+
+- a subscription to a topic the daemon publishes, or a prefix of one (``""`` is "all"),
+  is applied: at most 13 per connection;
+- anything else is refused, counted, and charged to the connection it came from (each
+  notification carries its connection's file descriptor, ``__fd``); a connection that
+  exceeds ``max_refused`` is cut (its TCP socket shut down; libzmq then drops it and
+  all it held), so no connection holds more than ``max_refused`` messages of at most
+  ``MAX_MESSAGE_BYTES``;
+- failed handshakes (socket monitor events) are counted and logged once per peer
+  address, rate-limited: a client with the wrong server key, without encryption, or
+  (logged by the ZAP handler, :mod:`serstream.security`) with a key not allowed in.
+
+Everything here runs on the publisher's own thread (:mod:`serstream.publish`), which
+services the socket however busy the pipeline is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+
+import zmq
+
+from serstream.events import TOPICS
+from serstream.ratelog import RateLimitedLog
+
+__all__ = ["PeerGuard", "MAX_REFUSED", "MAX_MESSAGE_BYTES", "MONITORED_EVENTS"]
+
+log = logging.getLogger(__name__)
+
+MAX_REFUSED = 100  # refused messages a connection may send before it is cut; a subscriber needs none
+MAX_MESSAGE_BYTES = 512  # largest message a subscriber may send (a subscription is a topic: a few bytes)
+
+# libzmq's protocol error codes for the handshake failures worth explaining
+_CRYPTOGRAPHIC = 0x11000001  # ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC: Curve boxes that do not open
+_MECHANISM_MISMATCH = 0x11000002  # ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH: CURVE against NULL
+
+_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+           zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+MONITORED_EVENTS = (zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+                    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                    | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+
+
+@dataclass
+class _Connection:
+    address: str  # "ip:port" (tcp), "local" (ipc), "" when it could not be read
+    topics: set[bytes] = field(default_factory=set)
+    refused: int = 0
+    cut: bool = False
+    gone: bool = False  # ended; what is still queued from it changes nothing
+
+
+class PeerGuard:
+    """What each connection of a manual XPUB may subscribe to, and who failed to connect.
+
+    ``encrypted`` only words the log lines. The counters are read by the pipeline's
+    thread for stats (plain ints: a stale read is harmless).
+    """
+
+    def __init__(self, topics: tuple[str, ...] = TOPICS, max_refused: int = MAX_REFUSED,
+                 encrypted: bool = False) -> None:
+        self.topics = topics
+        self.allowed = frozenset(t.encode()[:i] for t in topics for i in range(len(t) + 1))
+        self.max_refused = max_refused
+        self.encrypted = encrypted
+        self.refused = 0  # messages refused (topics never published, upstream data)
+        self.cut = 0  # connections cut for sending too many of them
+        self.handshakes_failed = 0
+        self._connections: dict[int, _Connection] = {}
+        self._failure: str | None = None  # a handshake failure waiting for its DISCONNECTED event
+        self._log = RateLimitedLog(log)
+
+    @property
+    def subscriptions(self) -> int:
+        """Topic subscriptions currently held by connected subscribers."""
+        return sum(len(c.topics) for c in list(self._connections.values()))
+
+    # ------------------------------------------------------------------ subscriptions
+    def on_message(self, sock: zmq.Socket, frame: zmq.Frame) -> None:
+        """One (un)subscription or upstream message, just received from ``sock``."""
+        data = frame.bytes
+        fd = _source_fd(frame)
+        if data[:1] in (b"\x00", b"\x01") and data[1:] in self.allowed:
+            subscribe = data[0] == 1
+            # manual mode: this applies it to the connection the notification came from
+            sock.setsockopt(zmq.SUBSCRIBE if subscribe else zmq.UNSUBSCRIBE, data[1:])
+            if fd is not None and not (conn := self._connection(fd)).gone:
+                topics = conn.topics
+                if subscribe:
+                    topics.add(data[1:])
+                else:
+                    topics.discard(data[1:])
+            return
+        if fd is None:
+            return  # libzmq's own unsubscriptions for a connection that has ended
+        self.refused += 1
+        conn = self._connection(fd)
+        conn.refused += 1
+        if conn.refused > self.max_refused and not conn.cut and not conn.gone:
+            conn.cut = True
+            self.cut += 1
+            self._log(("cut", _host(conn.address)),
+                      "cut off the subscriber at %s: it sent more than %d subscriptions to topics this daemon "
+                      "does not publish (it publishes %s)", conn.address or "?", self.max_refused,
+                      " and ".join(self.topics))
+            _shut_down(fd, conn.address)
+
+    def _connection(self, fd: int) -> _Connection:
+        conn = self._connections.get(fd)
+        if conn is None:  # its ACCEPTED event is still on the way
+            conn = self._connections[fd] = _Connection(_peer_address(fd))
+        return conn
+
+    # ------------------------------------------------------------------ monitor
+    def on_event(self, event: int, value: int) -> None:
+        """A socket monitor event (``value``: the fd, or the failure's code)."""
+        if event == zmq.EVENT_ACCEPTED:
+            conn = self._connections.get(value)
+            if conn is None or conn.gone:  # (a live one was made by a message that overtook this event)
+                self._connections[value] = _Connection(_peer_address(value))
+        elif event in _FAILED:
+            self.handshakes_failed += 1
+            self._failure = None if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH else self._why(event, value)
+        elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self._failure = None
+        elif event == zmq.EVENT_DISCONNECTED:
+            # kept, marked gone, until its fd is accepted again: messages it sent may
+            # still be queued, and must not be charged to whoever gets the fd next
+            conn = self._connections.get(value)
+            if conn is not None:
+                conn.gone = True
+                conn.topics.clear()
+            if self._failure is not None:  # libzmq reports a failure, then the end of its connection
+                address = conn.address if conn else ""
+                self._log(("handshake", _host(address), self._failure), "refused a connection from %s: %s",
+                          address or "a peer", self._failure)
+                self._failure = None
+
+    def _why(self, event: int, value: int) -> str:
+        if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == _CRYPTOGRAPHIC:
+            return "its CurveZMQ handshake did not decrypt (the client has a wrong --curve-server-key)"
+        if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == _MECHANISM_MISMATCH:
+            return ("the client does not use CurveZMQ encryption" if self.encrypted
+                    else "the client asks for CurveZMQ encryption, which this daemon is not using")
+        return f"handshake failed ({zmq.Event(event).name.lower()}, code {value:#x})"
+
+
+def _source_fd(frame: zmq.Frame) -> int | None:
+    try:
+        return int(frame.get("__fd"))
+    except (zmq.ZMQError, KeyError, ValueError, TypeError):
+        return None
+
+
+def _host(address: str) -> str:
+    return address.rsplit(":", 1)[0] if address.count(":") else address
+
+
+def _peer_address(fd: int) -> str:
+    """``ip:port`` of the peer behind libzmq's ``fd`` ("" if it is gone already)."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as s:
+            if s.family == socket.AF_UNIX:
+                return "local"
+            host, port = s.getpeername()[:2]
+            return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    except OSError:
+        return ""
+
+
+def _shut_down(fd: int, address: str) -> None:
+    """End libzmq's connection on ``fd`` the way a peer hanging up would: libzmq sees the
+    end of the stream, drops the connection and everything it held, and closes ``fd``
+    itself. Only if ``fd`` is still that peer's: an fd reused since is left alone."""
+    with contextlib.suppress(OSError):
+        if address and _peer_address(fd) != address:
+            return
+        with socket.socket(fileno=os.dup(fd)) as s:
+            s.shutdown(socket.SHUT_RDWR)
