@@ -17,6 +17,7 @@ from typing import Any
 
 from serstream.errors import DeviceError
 from serstream.events import MicHealth
+from serstream.limits import bounded, check
 from serstream.ring import RingBuffer
 
 __all__ = ["CaptureConfig", "MicSource", "list_input_devices", "resolve_device"]
@@ -90,21 +91,16 @@ class CaptureConfig:
     """
 
     device: str | int | None = None
-    samplerate: int | None = None
-    channels: int = 1
-    blocksize: int = 0
+    samplerate: int | None = bounded(None, 8000, 384_000, "Hz", optional=True)
+    channels: int = bounded(1, 1, 64)
+    blocksize: int = bounded(0, 0, 65_536, "frames")
     source_id: str | None = None
-    ring_seconds: float = 4.0
-    stall_timeout: float = 2.0
-    max_backoff: float = 5.0
+    ring_seconds: float = bounded(4.0, 0.1, 600.0, "s")
+    stall_timeout: float = bounded(2.0, 0.1, 60.0, "s")
+    max_backoff: float = bounded(5.0, 0.1, 300.0, "s")
 
     def __post_init__(self) -> None:
-        if self.channels < 1:
-            raise ValueError(f"channels must be at least 1, got {self.channels}")
-        if self.blocksize < 0:
-            raise ValueError(f"blocksize must be >= 0 (0: PortAudio's choice), got {self.blocksize}")
-        if self.samplerate is not None and self.samplerate <= 0:
-            raise ValueError(f"samplerate must be positive, got {self.samplerate}")
+        check(self)
 
 
 class MicSource:

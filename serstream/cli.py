@@ -49,24 +49,32 @@ def _add_output(p: argparse.ArgumentParser, default: str) -> None:
 
 
 def _add_pipeline(p: argparse.ArgumentParser) -> None:
+    from serstream.limits import limits_text
+    from serstream.model import MAX_THREADS
     from serstream.pipeline import PipelineConfig
     from serstream.publish import PublishConfig, default_bind
     from serstream.vad import VAD_FRAME_MS, VAD_MODES, VadConfig
 
     pub, pipe, vad = PublishConfig(), PipelineConfig(), VadConfig()
+
+    def vad_range(name: str) -> str:
+        return limits_text(VadConfig, name)
+
     g = p.add_argument_group("model and publishing")
     g.add_argument("--model", default=None, metavar="NAME|FILE",
                    help="a shipped model by name (whisper: accurate, the default; fast: the light MFCC CNN) "
                         "or an ONNX file with serstream metadata (default: $SERSTREAM_MODEL, else whisper)")
-    g.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default: %(default)s)")
+    g.add_argument("--threads", type=int, default=1,
+                   help=f"ONNX Runtime intra-op threads, 1 to {MAX_THREADS} (the CPUs here) (default: %(default)s)")
     g.add_argument("--bind", default=default_bind(), metavar="ENDPOINT",
                    help="ZeroMQ endpoint to publish on; loopback unless you choose otherwise "
                         f"(default: $SERSTREAM_BIND, else {pub.bind})")
     g.add_argument("--hwm", type=int, default=pub.hwm, metavar="N",
-                   help="messages queued per subscriber before that subscriber starts losing them "
-                        "(default: %(default)s)")
+                   help=f"messages queued per subscriber, {limits_text(PublishConfig, 'hwm')}, before that "
+                        "subscriber starts losing them (default: %(default)s)")
     g.add_argument("--stats-interval", type=float, default=pipe.stats_interval, metavar="SECONDS",
-                   help="seconds between stats messages (default: %(default)s)")
+                   help=f"seconds between stats messages, {limits_text(PipelineConfig, 'stats_interval')} "
+                        "(default: %(default)s)")
     g.add_argument("--curve-secret", type=Path, default=None, metavar="FILE",
                    help="encrypt with CurveZMQ using this server secret key (from `serstream keys`)")
     g.add_argument("--allow-clients", type=Path, default=None, metavar="DIR",
@@ -77,20 +85,30 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
     v.add_argument("--vad-frame-ms", type=int, choices=VAD_FRAME_MS, default=None,
                    help=f"VAD frame length ({vad.frame_ms})")
     v.add_argument("--speech-pad-ms", type=int, default=None, metavar="MS",
-                   help=f"audio kept before and after speech ({vad.speech_pad_ms})")
+                   help=f"audio kept before and after speech, {vad_range('speech_pad_ms')}, at most the "
+                        f"hangover ({vad.speech_pad_ms})")
     v.add_argument("--hangover-ms", type=int, default=None, metavar="MS",
-                   help=f"silence that ends a segment ({vad.hangover_ms})")
+                   help=f"silence that ends a segment, {vad_range('hangover_ms')} ({vad.hangover_ms})")
     v.add_argument("--min-speech-ms", type=int, default=None, metavar="MS",
-                   help=f"shorter segments are dropped ({vad.min_speech_ms})")
+                   help=f"shorter segments are dropped, {vad_range('min_speech_ms')} ({vad.min_speech_ms})")
     v.add_argument("--max-speech-ms", type=int, default=None, metavar="MS",
-                   help=f"longer speech is split ({vad.max_speech_ms})")
+                   help=f"longer speech is split, {vad_range('max_speech_ms')} ({vad.max_speech_ms})")
     v.add_argument("--partial-interval-ms", type=int, default=None, metavar="MS",
-                   help=f"emit a partial result this often during long speech; 0: never ({vad.partial_interval_ms})")
+                   help=f"emit a partial result this often during long speech; 0: never, "
+                        f"{vad_range('partial_interval_ms')} ({vad.partial_interval_ms})")
+    v.add_argument("--min-level-dbfs", type=float, default=None, metavar="DB",
+                   help=f"quieter audio (RMS) is never speech: digital silence, a muted input, "
+                        f"{vad_range('min_level_dbfs')} ({vad.min_level_dbfs:g})")
+    v.add_argument("--noise-margin-db", type=float, default=None, metavar="DB",
+                   help=f"speech must rise this far above the steady noise floor the gate tracks "
+                        f"(hum, fans, hiss are never speech), {vad_range('noise_margin_db')} "
+                        f"({vad.noise_margin_db:g})")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from serstream.capture import CaptureConfig
     from serstream.client import DEFAULT_CONNECT
+    from serstream.limits import limits_text
     from serstream.replay import ReplayConfig
 
     cap, rpl = CaptureConfig(), ReplayConfig()
@@ -107,11 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default=cap.device, metavar="INDEX|NAME",
                    help="input device index or name substring, see `serstream devices` (default: system default)")
     g.add_argument("--samplerate", type=int, default=cap.samplerate, metavar="HZ",
-                   help="capture rate (default: the model's if the device takes it, else the device's)")
+                   help=f"capture rate, {limits_text(CaptureConfig, 'samplerate')} (default: the model's if the "
+                        "device takes it, else the device's)")
     g.add_argument("--channels", type=int, default=cap.channels,
-                   help="channels to capture, averaged to mono (default: %(default)s)")
+                   help=f"channels to capture, averaged to mono, {limits_text(CaptureConfig, 'channels')} "
+                        "(default: %(default)s)")
     g.add_argument("--blocksize", type=int, default=cap.blocksize, metavar="FRAMES",
-                   help="frames per callback; 0: PortAudio's choice (default: %(default)s)")
+                   help=f"frames per callback; 0: PortAudio's choice, {limits_text(CaptureConfig, 'blocksize')} "
+                        "(default: %(default)s)")
     g.add_argument("--source-id", default=cap.source_id, metavar="NAME",
                    help="name of this stream in events (default: mic:<device name>)")
     _add_output(run, default="none")
@@ -122,10 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("files", nargs="+", type=Path, metavar="FILE",
                      help="audio files (wav, flac, ogg: whatever libsndfile reads)")
     rep.add_argument("--speed", type=float, default=rpl.speed,
-                     help="1 = real time, N = N times faster, 0 = as fast as possible (default: %(default)s)")
+                     help="1 = real time, N = N times faster (up to 1000), 0 = as fast as possible "
+                          "(default: %(default)s)")
     rep.add_argument("--no-publish", action="store_true", help="do not open a ZeroMQ socket (batch scoring)")
     rep.add_argument("--wait-subscriber", type=float, default=0.0, metavar="SECONDS",
-                     help="wait up to SECONDS for a subscriber before replaying, so none misses the start")
+                     help="wait up to SECONDS (0 to 86400) for a subscriber before replaying, so none misses "
+                          "the start")
     _add_output(rep, default="text")
     _add_pipeline(rep)
     _add_common(rep)
@@ -137,10 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print each message as a JSON line, as received, instead of a human-readable line")
     lis.add_argument("--stats", action="store_true", help="also show stats messages")
     lis.add_argument("--count", type=int, default=None, metavar="N",
-                     help="exit after N emotion events (exit 1 if the timeout comes first)")
+                     help="exit after N emotion events, 1 to 1000000000 (exit 1 if the timeout comes first)")
     lis.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                     help="exit once SECONDS pass without a message: an idle timeout, restarted by "
-                          "each message (default: wait for ever)")
+                     help="exit once SECONDS (0.01 to 1000000) pass without a message: an idle timeout, restarted "
+                          "by each message; exit 1 if nothing came at all (default: wait for ever)")
     lis.add_argument("--curve-server-key", type=Path, default=None, metavar="FILE",
                      help="the daemon's public key (server.key), for an encrypted daemon")
     lis.add_argument("--curve-secret", type=Path, default=None, metavar="FILE",
@@ -180,17 +203,62 @@ def _printer(args: argparse.Namespace):
     return Printer(as_json=output == "json", stats=args.stats)
 
 
+# Flags whose name is not their setting's, dashed
+_FLAG_OF = {"aggressiveness": "--vad-aggressiveness", "frame_ms": "--vad-frame-ms", "threads": "--threads"}
+_VAD_FLAGS = {"aggressiveness": "vad_aggressiveness", "frame_ms": "vad_frame_ms", "speech_pad_ms": "speech_pad_ms",
+              "hangover_ms": "hangover_ms", "min_speech_ms": "min_speech_ms", "max_speech_ms": "max_speech_ms",
+              "partial_interval_ms": "partial_interval_ms", "min_level_dbfs": "min_level_dbfs",
+              "noise_margin_db": "noise_margin_db"}  # VadConfig field -> argparse dest
+
+
+def _flag_error(exc: ValueError, context: str = "") -> UserError:
+    """A configuration's one-line ValueError ("hwm must be in ..."), in the words of the
+    flags that set it ("--hwm must be in ...")."""
+    parts = []
+    for part in str(exc).split("; "):
+        name, sep, rest = part.partition(" ")
+        flag = _FLAG_OF.get(name, "--" + name.replace("_", "-")) if name.isidentifier() else name
+        parts.append(f"{flag}{sep}{rest}")
+    return UserError(context + "; ".join(parts))
+
+
+def _build(cls: type, context: str = "", **kw: Any) -> Any:
+    try:
+        return cls(**kw)
+    except ValueError as exc:
+        raise _flag_error(exc, context) from None
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Every number run and replay take, typed and bounded before anything is loaded:
+    a bad flag costs one line, not a model load (and never a traceback)."""
+    from serstream.limits import Bound, bound_of
+    from serstream.model import MAX_THREADS
+    from serstream.pipeline import PipelineConfig
+    from serstream.publish import PublishConfig
+    from serstream.vad import VadConfig
+
+    problems = [p for p in (
+        Bound(1, MAX_THREADS, "(the CPUs here)").problem("threads", args.threads),
+        Bound(0.0, 86_400.0, "s", integer=False).problem("wait_subscriber", getattr(args, "wait_subscriber", 0.0)),
+    ) if p]
+    if problems:
+        raise _flag_error(ValueError("; ".join(problems)))
+    _build(PipelineConfig, stats_interval=args.stats_interval)
+    _build(PublishConfig, hwm=args.hwm)
+    vad = [p for field, dest in _VAD_FLAGS.items() if (value := getattr(args, dest)) is not None
+           and (p := bound_of(VadConfig, field).problem(field, value))]
+    if vad:
+        raise _flag_error(ValueError("; ".join(vad)), "invalid VAD settings: ")
+
+
 def _load_model(args: argparse.Namespace):
     from serstream.catalog import resolve
-    from serstream.errors import ModelError
-    from serstream.model import EmotionModel, ModelOutputError
+    from serstream.model import EmotionModel
 
     path = resolve(args.model)
     model = EmotionModel(path, threads=args.threads)
-    try:
-        model.warmup()
-    except ModelOutputError as exc:  # it cannot even classify silence: a bad model, the user's to fix
-        raise ModelError(f"{path}: refused at warm-up: {exc}") from None
+    model.warmup()  # a model that cannot serve is refused here, in one line
     log.info("model %s: %s", model.model_id, ", ".join(model.labels))
     return model
 
@@ -199,26 +267,16 @@ def _vad_config(args: argparse.Namespace, model) -> Any:
     from serstream.vad import VadConfig
 
     base = model.meta.vad or VadConfig()
-    overrides = {
-        "aggressiveness": args.vad_aggressiveness,
-        "frame_ms": args.vad_frame_ms,
-        "speech_pad_ms": args.speech_pad_ms,
-        "hangover_ms": args.hangover_ms,
-        "min_speech_ms": args.min_speech_ms,
-        "max_speech_ms": args.max_speech_ms,
-        "partial_interval_ms": args.partial_interval_ms,
-    }
-    try:
-        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    overrides = {field: value for field, dest in _VAD_FLAGS.items() if (value := getattr(args, dest)) is not None}
+    try:  # each is in range (_check_flags); together with the model's they may not fit
+        return replace(base, **overrides)
     except ValueError as exc:
-        raise UserError(f"invalid VAD settings: {exc}") from None
+        raise _flag_error(exc, "invalid VAD settings: ") from None
 
 
 def _pipeline(args: argparse.Namespace, model, publisher, sinks):
     from serstream.pipeline import Pipeline, PipelineConfig
 
-    if args.stats_interval <= 0:
-        raise UserError("--stats-interval must be positive")
     cfg = PipelineConfig(vad=_vad_config(args, model), stats_interval=args.stats_interval)
     pipeline = Pipeline(model, publisher, cfg, sinks)
     if publisher is not None:
@@ -233,11 +291,7 @@ def _publisher(args: argparse.Namespace):
     if args.allow_clients is not None and args.curve_secret is None:
         raise UserError("--allow-clients needs --curve-secret")
     curve = CurveServer.load(args.curve_secret, args.allow_clients) if args.curve_secret else None
-    try:
-        config = PublishConfig(bind=args.bind, hwm=args.hwm, curve=curve)
-    except ValueError as exc:
-        raise UserError(f"--{exc}") from None
-    return Publisher(config)
+    return Publisher(_build(PublishConfig, bind=args.bind, hwm=args.hwm, curve=curve))
 
 
 def _summary(what: str, pipeline) -> None:
@@ -252,11 +306,9 @@ def cmd_run(args: argparse.Namespace, stopper: Stopper) -> int:
     from serstream.capture import CaptureConfig, MicSource
 
     stopper.what = "finishing the current segment"
-    try:
-        capture = CaptureConfig(device=args.device, samplerate=args.samplerate, channels=args.channels,
-                                blocksize=args.blocksize, source_id=args.source_id)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    capture = _build(CaptureConfig, device=args.device, samplerate=args.samplerate, channels=args.channels,
+                     blocksize=args.blocksize, source_id=args.source_id)
+    _check_flags(args)
     sinks = [p] if (p := _printer(args)) else []
     model = _load_model(args)
     source = MicSource(capture, sr=model.sample_rate)
@@ -275,10 +327,8 @@ def cmd_run(args: argparse.Namespace, stopper: Stopper) -> int:
 def cmd_replay(args: argparse.Namespace, stopper: Stopper) -> int:
     from serstream.replay import FileSource, ReplayConfig
 
-    try:
-        replay = ReplayConfig(speed=args.speed)
-    except ValueError as exc:
-        raise UserError(f"--{exc}") from None
+    replay = _build(ReplayConfig, speed=args.speed)
+    _check_flags(args)
     stopper.what = "finishing the current segment"
     sinks = [p] if (p := _printer(args)) else []
     model = _load_model(args)
@@ -321,12 +371,17 @@ def cmd_listen(args: argparse.Namespace, stopper: Stopper) -> int:
 
     from serstream.client import DEFAULT_CONNECT, Subscriber
     from serstream.events import EMOTION_TOPIC, STATS_TOPIC, Message
+    from serstream.limits import Bound
     from serstream.render import Printer
     from serstream.security import CurveClient
 
     stopper.what = "stopping"
-    if args.timeout is not None and args.timeout <= 0:
-        raise UserError("--timeout must be positive")
+    problems = [p for p in (
+        Bound(0.01, 1e6, "s", integer=False, optional=True).problem("timeout", args.timeout),
+        Bound(1, 10**9, optional=True).problem("count", args.count),
+    ) if p]
+    if problems:
+        raise _flag_error(ValueError("; ".join(problems)))
     topics = (EMOTION_TOPIC, STATS_TOPIC) if args.stats else (EMOTION_TOPIC,)
     printer = Printer(as_json=args.json, stats=args.stats)
     if (args.curve_server_key is None) != (args.curve_secret is None):

@@ -54,12 +54,14 @@ class Bound:
         return f" {self.unit}" if self.unit else ""
 
     def text(self) -> str:
-        """The range as ``--help`` states it: ``30-10000 ms``."""
-        return f"{_num(self.lo)}-{_num(self.hi)}{self._unit}"
+        """The range as ``--help`` states it: ``10 to 10000 ms``."""
+        return f"{_num(self.lo)} to {_num(self.hi)}{self._unit}"
 
 
 def _num(v: float) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    if isinstance(v, float):
+        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else f"{v:g}"
+    return str(v)
 
 
 def bounded(default: Any, lo: float, hi: float, unit: str = "", *, integer: bool | None = None,

@@ -21,6 +21,7 @@ import hashlib
 import importlib.resources
 import json
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ import numpy as np
 
 from serstream.errors import ModelError
 from serstream.features import FeatureConfig, FeatureConfigError, FeatureExtractor
+from serstream.limits import Bound
 from serstream.vad import VadConfig
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
 
 METADATA_KEY = "serstream"
 FORMAT_VERSION = 1
+MAX_THREADS = os.cpu_count() or 1  # more ONNX Runtime threads than CPUs only adds switching
 
 
 def shipped_model_dir() -> Path:
@@ -123,24 +126,38 @@ class ModelMetadata:
             raise ModelError(
                 f"model metadata format {fmt!r} is not supported (this serstream reads {FORMAT_VERSION})"
             )
+        unknown = sorted(set(doc) - _METADATA_KEYS)
+        if unknown:
+            raise ModelError(f"model metadata has unknown keys {unknown} (a newer serstream's model?)")
         labels = doc.get("labels")
         if (
             not isinstance(labels, list)
-            or len(labels) < 2
-            or not all(isinstance(x, str) and x for x in labels)
+            or not 2 <= len(labels) <= MAX_LABELS
+            or not all(isinstance(x, str) and 0 < len(x) <= MAX_NAME for x in labels)
             or len(set(labels)) != len(labels)
         ):
-            raise ModelError("model metadata 'labels' must be a list of at least 2 distinct names")
+            raise ModelError(f"model metadata 'labels' must be a list of 2 to {MAX_LABELS} distinct names "
+                             f"of 1 to {MAX_NAME} characters")
+        model_id = doc.get("model_id", "")
+        if model_id is not None and (not isinstance(model_id, str) or len(model_id) > MAX_NAME):
+            raise ModelError(f"model metadata 'model_id' must be a string of at most {MAX_NAME} characters")
+        provenance = doc.get("provenance", {})
+        if provenance is not None and not isinstance(provenance, dict):
+            raise ModelError("model metadata 'provenance' must be an object")
         try:
             features = FeatureConfig.from_dict(doc.get("features"))
         except FeatureConfigError as exc:
             raise ModelError(f"model asks for features this serstream cannot reproduce: {exc}") from None
         sr = doc.get("sample_rate")
+        if not _is_int(sr):
+            raise ModelError(f"model sample_rate must be an integer, got {sr!r}")
         if sr != features.sr:
             raise ModelError(f"model sample_rate {sr!r} disagrees with its feature sr {features.sr}")
         if sr not in (8000, 16000, 32000, 48000):
             raise ModelError(f"model sample rate {sr} Hz is not one WebRTC VAD supports")
-        norm = doc.get("normalisation") or {}
+        norm = doc.get("normalisation")
+        if not isinstance(norm, dict):
+            raise ModelError("model metadata 'normalisation' must be an object with 'mean' and 'std'")
         mean, std = norm.get("mean"), norm.get("std")
         n = features.n_features
         for name, vec in (("mean", mean), ("std", std)):
@@ -160,7 +177,7 @@ class ModelMetadata:
                              f"got {max_frames!r}")
         vad = doc.get("vad")
         try:
-            vad_cfg = VadConfig.from_dict(vad) if isinstance(vad, dict) else None
+            vad_cfg = None if vad is None else VadConfig.from_dict(vad)
         except (TypeError, ValueError) as exc:
             raise ModelError(f"model VAD settings are invalid: {exc}") from None
         return cls(
@@ -173,8 +190,8 @@ class ModelMetadata:
             min_frames=min_frames,
             max_frames=max_frames,
             vad=vad_cfg,
-            model_id=str(doc.get("model_id") or ""),
-            provenance=doc.get("provenance") if isinstance(doc.get("provenance"), dict) else {},
+            model_id=model_id or "",
+            provenance=provenance or {},
         )
 
     def summary(self) -> dict[str, Any]:
@@ -184,6 +201,13 @@ class ModelMetadata:
 
 
 MAX_MIN_FRAMES = 3000  # a model may ask to see at least 30 s of 10 ms frames, no more
+MAX_LABELS = 1000
+MAX_NAME = 200  # characters of a label or a model id: each goes into every event
+_METADATA_KEYS = {"format", "model_id", "labels", "sample_rate", "features", "normalisation", "output_kind",
+                  "min_frames", "max_frames", "vad", "provenance"}
+
+
+_FLOAT_TENSORS = ("tensor(float)", "tensor(double)", "tensor(float16)")
 
 
 def _is_int(v: Any) -> bool:
@@ -258,11 +282,13 @@ class EmotionModel:
     def __init__(self, path: str | Path, threads: int = 1) -> None:
         import onnxruntime as ort
 
+        if (why := Bound(1, MAX_THREADS, "(the CPUs here)").problem("threads", threads)) is not None:
+            raise ValueError(why)
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"model file not found: {self.path}")
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, threads)
+        opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         try:
@@ -282,21 +308,7 @@ class EmotionModel:
             self.meta = ModelMetadata.from_json(meta[METADATA_KEY])
         except ModelError as exc:
             raise ModelError(f"{self.path}: {exc}") from None
-        inputs = self._session.get_inputs()
-        outputs = self._session.get_outputs()
-        if len(inputs) != 1 or len(outputs) < 1:
-            raise ModelError(f"{self.path}: expected one input and one output")
-        self._input = inputs[0].name
-        self._output = outputs[0].name
-        in_shape = inputs[0].shape
-        if len(in_shape) != 3 or (isinstance(in_shape[2], int) and in_shape[2] != self.meta.features.n_features):
-            raise ModelError(
-                f"{self.path}: input shape {in_shape} does not take "
-                f"{self.meta.features.n_features} features per frame"
-            )
-        out_shape = outputs[0].shape
-        if isinstance(out_shape[-1], int) and out_shape[-1] != len(self.meta.labels):
-            raise ModelError(f"{self.path}: output has {out_shape[-1]} classes, metadata lists {len(self.meta.labels)}")
+        self._check_graph()
         self.features = FeatureExtractor(self.meta.features)
         # one RunOptions for every call: setting its terminate flag from another thread
         # is how ONNX Runtime cuts a call short (checked between graph nodes)
@@ -306,6 +318,40 @@ class EmotionModel:
         self._mean = np.asarray(self.meta.mean, dtype=np.float32)
         self._inv_std = (1.0 / np.asarray(self.meta.std, dtype=np.float64)).astype(np.float32)
         self.model_id = self.meta.model_id or self._file_id()
+
+    def _check_graph(self) -> None:
+        """The graph's declared contract against what :meth:`classify` will feed it:
+        one float ``[1, time, n_features]`` input (time free, or fixed and matched by
+        ``min_frames = max_frames``), one float ``[1, n_labels]`` output. What the
+        declarations cannot show (NaN, logits where probabilities were promised) is
+        for :meth:`warmup` to find out."""
+        inputs = self._session.get_inputs()
+        outputs = self._session.get_outputs()
+        if len(inputs) != 1 or len(outputs) < 1:
+            raise ModelError(f"{self.path}: expected one input and one output")
+        self._input = inputs[0].name
+        self._output = outputs[0].name
+        n_features, n_labels = self.meta.features.n_features, len(self.meta.labels)
+        in_shape, out_shape = inputs[0].shape, outputs[0].shape
+        if len(in_shape) != 3 or (isinstance(in_shape[2], int) and in_shape[2] != n_features):
+            raise ModelError(f"{self.path}: input shape {in_shape} does not take {n_features} features per frame")
+        if inputs[0].type != "tensor(float)":
+            raise ModelError(f"{self.path}: input is {inputs[0].type}, not the float features serstream computes")
+        if isinstance(in_shape[0], int) and in_shape[0] != 1:
+            raise ModelError(f"{self.path}: input batch axis is fixed at {in_shape[0]}; serstream sends one "
+                             "segment at a time (make it 1 or free)")
+        time_axis = in_shape[1]
+        if isinstance(time_axis, int) and not self.meta.min_frames == self.meta.max_frames == time_axis:
+            raise ModelError(f"{self.path}: input time axis is fixed at {time_axis} frames, but the metadata "
+                             f"allows {self.meta.min_frames} to {self.meta.max_frames or 'any number of'} frames "
+                             f"(set min_frames and max_frames to {time_axis}, or export a free time axis)")
+        if outputs[0].type not in _FLOAT_TENSORS:
+            raise ModelError(f"{self.path}: output is {outputs[0].type}, not float "
+                             f"{self.meta.output_kind} (integers cannot be probabilities)")
+        if len(out_shape) not in (1, 2):
+            raise ModelError(f"{self.path}: output shape {out_shape} is not one value for each label")
+        if isinstance(out_shape[-1], int) and out_shape[-1] != n_labels:
+            raise ModelError(f"{self.path}: output has {out_shape[-1]} classes, metadata lists {n_labels}")
 
     def _file_id(self) -> str:
         digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
@@ -320,8 +366,24 @@ class EmotionModel:
         return self.meta.sample_rate
 
     def warmup(self) -> None:
-        """Compile the feature kernels and run the graph once, so the first segment is fast."""
-        self.classify(np.zeros(self.sample_rate // 2, dtype=np.float32))
+        """Compile the feature kernels and try the graph on test inputs (0.5 s of
+        silence, 1 s of noise at -30 dBFS): the first segment is then fast, and a
+        model that cannot serve is refused now, in one line (:class:`ModelError`),
+        not found out on every segment. What it answers must be one finite value per
+        label, and probabilities where its metadata says so."""
+        tests = {
+            "0.5 s of silence": np.zeros(self.sample_rate // 2, dtype=np.float32),
+            "1 s of noise": (np.random.default_rng(0).standard_normal(self.sample_rate) * 10 ** (-30 / 20)
+                             ).astype(np.float32),
+        }
+        for what, audio in tests.items():
+            try:
+                self.classify(audio)
+            except ModelOutputError as exc:
+                raise ModelError(f"{self.path}: refused: on {what}, {exc}") from None
+            except Exception as exc:  # onnxruntime raises its own exception family
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ModelError(f"{self.path}: refused: the graph fails on {what} ({first[:200]})") from None
 
     def classify(self, audio: np.ndarray) -> Classification:
         """The one path from a segment's samples (mono, model rate) to probabilities.

@@ -24,6 +24,8 @@ import numpy as np
 
 from serstream.decode import Resampler, to_mono
 from serstream.events import EmotionEvent, FileHealth, Message, MicHealth, Stamper, Stats
+from serstream.limits import bounded, check
+from serstream.ratelog import RateLimitedLog
 from serstream.ring import RingBuffer
 from serstream.vad import Framer, Segment, Segmenter, VadConfig
 
@@ -66,9 +68,12 @@ class PipelineConfig:
     """
 
     vad: VadConfig = field(default_factory=VadConfig)
-    stats_interval: float = 5.0
-    poll_interval: float = 0.004
-    read_block: int = 2048
+    stats_interval: float = bounded(5.0, 0.05, 3600.0, "s")
+    poll_interval: float = bounded(0.004, 0.001, 1.0, "s")
+    read_block: int = bounded(2048, 64, 1 << 20, "frames")
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass
@@ -161,6 +166,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._classifying: Segment | None = None  # the segment the model is working on
         self._out_of_time = False  # the stop's budget for a final is spent
+        self._error_log = RateLimitedLog(log, logging.ERROR)
 
     # ------------------------------------------------------------------ running
     def run(self, source: Source, stop: threading.Event) -> None:
@@ -319,7 +325,9 @@ class Pipeline:
                                 "time ran out", seg.index, self._source.source_id)
                 return None
             self.counters.errors += 1
-            log.error("segment %d of %s could not be classified: %s", seg.index, self._source.source_id, exc)
+            # said at once, then once a minute at most: a broken model fails on every segment
+            self._error_log(type(exc).__name__, "segment %d of %s could not be classified: %s",
+                            seg.index, self._source.source_id, exc)
             return None
         finally:
             self._classifying = None

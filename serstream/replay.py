@@ -19,6 +19,7 @@ import numpy as np
 from serstream.decode import AudioStream, open_audio
 from serstream.errors import AudioFileError
 from serstream.events import FileHealth
+from serstream.limits import bounded, check
 from serstream.ring import RingBuffer
 
 __all__ = ["FileSource", "ReplayConfig"]
@@ -33,15 +34,12 @@ class ReplayConfig:
     ``ring_seconds``: as for a microphone; a full ring makes the replay wait, never lose.
     """
 
-    speed: float = 1.0
-    block_ms: int = 20
-    ring_seconds: float = 4.0
+    speed: float = bounded(1.0, 0.0, 1000.0, "x real time")
+    block_ms: int = bounded(20, 1, 1000, "ms")
+    ring_seconds: float = bounded(4.0, 0.1, 600.0, "s")
 
     def __post_init__(self) -> None:
-        if not self.speed >= 0:
-            raise ValueError(f"speed must be >= 0 (0 = as fast as possible), got {self.speed}")
-        if self.block_ms < 1:
-            raise ValueError(f"block_ms must be at least 1, got {self.block_ms}")
+        check(self)
 
 
 class FileSource:

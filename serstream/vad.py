@@ -4,6 +4,8 @@ A small state machine in the style of silero-vad's ``VADIterator``: feed it fixe
 frames, get back segment events or nothing; no threads, no I/O, so it is tested on
 its own and used identically by the daemon and by training (:func:`trim`).
 
+A frame is voiced when WebRTC VAD calls it speech *and* the level gate
+(:mod:`serstream.gate`) finds it above digital silence and above the noise floor.
 States: *idle* (keeping a pre-roll of recent audio) and *in speech*. Idle turns into
 speech when at least ``start_ms`` of the last ``start_window_ms`` are voiced; speech
 ends once ``hangover_ms`` pass with (almost) no voiced frame. A segment spans from
@@ -25,6 +27,10 @@ from typing import Any
 import numpy as np
 import webrtcvad
 
+from serstream import limits
+from serstream.gate import LevelGate
+from serstream.limits import bounded
+
 __all__ = ["VAD_RATES", "VAD_FRAME_MS", "VAD_MODES", "VadConfig", "Segment", "Segmenter", "Framer",
            "segments", "trim", "to_pcm16"]
 
@@ -36,24 +42,36 @@ VAD_MODES = (0, 1, 2, 3)
 
 @dataclass(frozen=True)
 class VadConfig:
-    """Segmenter settings, in the units a user thinks in (milliseconds)."""
+    """Segmenter settings, in the units a user thinks in (milliseconds, decibels).
 
-    aggressiveness: int = 2
-    frame_ms: int = 30
-    speech_pad_ms: int = 200
-    start_ms: int = 120
-    start_window_ms: int = 300
-    hangover_ms: int = 450
-    min_speech_ms: int = 250
-    max_speech_ms: int = 10000
-    partial_interval_ms: int = 1000
+    Each is bounded (``--help`` states the ranges); the bounds keep memory and work
+    per segment finite (a ``max_speech_ms`` of 1e10 once asked for hundreds of GiB).
+    ``min_level_dbfs``, ``noise_margin_db`` and ``noise_window_ms`` set the level gate
+    in front of WebRTC VAD (:mod:`serstream.gate`); a model whose metadata predates
+    them gets these defaults.
+    """
+
+    aggressiveness: int = bounded(2, 0, 3)
+    frame_ms: int = bounded(30, 10, 30, "ms")
+    speech_pad_ms: int = bounded(200, 0, 10_000, "ms")
+    start_ms: int = bounded(120, 10, 10_000, "ms")
+    start_window_ms: int = bounded(300, 10, 10_000, "ms")
+    hangover_ms: int = bounded(450, 10, 10_000, "ms")
+    min_speech_ms: int = bounded(250, 0, 60_000, "ms")
+    max_speech_ms: int = bounded(10000, 100, 120_000, "ms")
+    partial_interval_ms: int = bounded(1000, 0, 600_000, "ms")
+    min_level_dbfs: float = bounded(-90.0, -120.0, 0.0, "dBFS")
+    noise_margin_db: float = bounded(6.0, 0.0, 40.0, "dB")
+    noise_window_ms: int = bounded(2000, 100, 60_000, "ms")
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = limits.problems(self)
+        if problems:  # types and ranges first: the relations below need numbers
+            raise ValueError("; ".join(problems))
         if self.aggressiveness not in VAD_MODES:
-            problems.append(f"VAD aggressiveness must be one of {VAD_MODES}, got {self.aggressiveness}")
+            problems.append(f"aggressiveness must be one of {VAD_MODES}, got {self.aggressiveness}")
         if self.frame_ms not in VAD_FRAME_MS:
-            problems.append(f"VAD frame must be one of {VAD_FRAME_MS} ms, got {self.frame_ms}")
+            problems.append(f"frame_ms must be one of {VAD_FRAME_MS}, got {self.frame_ms}")
         if self.start_window_ms < self.frame_ms:
             problems.append("start_window_ms must be at least one frame")
         if not 0 < self.start_ms <= self.start_window_ms:
@@ -62,12 +80,8 @@ class VadConfig:
             problems.append("hangover_ms must be at least one frame")
         if not 0 <= self.speech_pad_ms <= self.hangover_ms:
             problems.append("speech_pad_ms must be in [0, hangover_ms]")
-        if self.min_speech_ms < 0:
-            problems.append("min_speech_ms must be non-negative")
         if self.max_speech_ms < max(self.min_speech_ms, 4 * self.frame_ms):
             problems.append("max_speech_ms must exceed min_speech_ms")
-        if self.partial_interval_ms < 0:
-            problems.append("partial_interval_ms must be non-negative (0 disables partials)")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -75,9 +89,15 @@ class VadConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> VadConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_dict(cls, data: Any) -> VadConfig:
+        """Strict inverse of :meth:`to_dict`: an unknown key is a setting this code does
+        not have (refused rather than ignored); a missing one takes its default."""
+        if not isinstance(data, dict):
+            raise ValueError(f"VAD settings must be an object, got {type(data).__name__}")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown VAD settings {unknown}")
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -136,6 +156,11 @@ class Segmenter:
         self._capacity = history + self._max_len + self._hangover_frames * self.frame_length
         self._buf = np.zeros(self._capacity, dtype=np.float32)
         self._history = history
+        self._gate = LevelGate(self.frame_length, sr, config.min_level_dbfs, config.noise_margin_db,
+                               ms(config.noise_window_ms))
+        # a frame WebRTC calls speech counts only this close to a frame above the noise
+        # floor (before or after it): the soft edges of speech stay, noise alone never counts
+        self._hold = max(config.start_window_ms, config.hangover_ms) * sr // 1000
         self.reset_states()
 
     def reset_states(self) -> None:
@@ -145,6 +170,8 @@ class Segmenter:
         source must be cut the same way whatever was heard before it.
         """
         self._vad = webrtcvad.Vad(self.config.aggressiveness)
+        self._gate.reset()
+        self._held_until = -1  # frames starting up to here are within the gate's hold
         self._base = 0  # stream index of self._buf[0]
         self._fill = 0
         self._pos = 0  # stream index just after the last frame fed
@@ -179,13 +206,16 @@ class Segmenter:
         frame_start = self._pos
         self._append(frame)
         self._pos += self.frame_length
-        voiced = self._classify(to_pcm16(frame) if pcm is None else pcm)
+        voiced = self._classify(frame, to_pcm16(frame) if pcm is None else pcm)
+        if self._gate(frame):
+            self._held_until = frame_start + self._hold
         self.frames += 1
-        self.voiced_frames += voiced
         self._recent.append((frame_start, voiced))
+        voiced = voiced and frame_start <= self._held_until
+        self.voiced_frames += voiced
         events: list[Segment] = []
         if not self._in_speech:
-            window = list(self._recent)[-self._start_window :]
+            window = [(s, v and s <= self._held_until) for s, v in list(self._recent)[-self._start_window :]]
             if sum(v for _, v in window) >= self._start_frames:
                 first = next(s for s, v in window if v)
                 self._open(max(first - self._pad, self._base, 0), first)
@@ -223,8 +253,11 @@ class Segmenter:
 
     # ----------------------------------------------------------------- internals
 
-    def _classify(self, pcm: np.ndarray) -> bool:
-        return bool(self._vad.is_speech(pcm.tobytes(), self.sr))
+    def _classify(self, frame: np.ndarray, pcm: np.ndarray) -> bool:
+        """WebRTC's verdict, unless the frame is (near) digital silence. WebRTC hears
+        every frame, so its adaptation follows the stream as it is."""
+        speech = self._vad.is_speech(pcm.tobytes(), self.sr)
+        return bool(speech) and not self._gate.silent(frame)
 
     def _append(self, frame: np.ndarray) -> None:
         n = frame.shape[0]

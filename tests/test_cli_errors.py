@@ -71,6 +71,25 @@ def test_replay_handles_stereo_and_odd_rates(tiny, tmp_path):
         ("wrong_input_width", "features per frame"),
         ("wrong_classes", "classes"),
         ("bad_norm", "normalisation"),
+        # graphs that cannot serve, refused from their declarations (before: all zeros, or a
+        # cut-off "unexpected InvalidArgument" on the first segment)
+        ("int64_output", "output is tensor(int64)"),
+        ("fixed_time_axis", "time axis is fixed at 100 frames"),
+        ("fixed_batch_axis", "batch axis is fixed at 2"),
+        # extreme or mistyped metadata, each with its reason
+        ("min_frames_1e9", "min_frames"),
+        ("min_frames_huge", "min_frames"),
+        ("max_speech_1e10", "max_speech_ms"),
+        ("hangover_string", "hangover_ms must be an integer"),
+        ("unknown_vad_key", "unknown VAD settings ['pre_roll_ms']"),
+        ("vad_not_object", "VAD settings must be an object"),
+        ("hop_fraction", "hop_length must be an integer"),
+        ("hop_bool", "hop_length must be an integer"),
+        ("n_fft_2_20", "n_fft must be even and in [16, 16384]"),
+        ("sample_rate_float", "sample_rate must be an integer"),
+        ("model_id_number", "model_id"),
+        ("label_too_long", "labels"),
+        ("unknown_key", "unknown keys ['extra']"),
     ],
 )
 def test_bad_model_is_refused(tmp_path, case, needle):
@@ -101,6 +120,23 @@ def test_bad_model_is_refused(tmp_path, case, needle):
         build(path, meta, n_labels=7)
     elif case == "bad_norm":
         build(path, meta_json=mutate(meta, **{"normalisation.std": [0.0] * 120}))
+    elif case == "int64_output":
+        build(path, metadata(output_kind="logits"), head="int64")  # softmax of zeros looked like an answer
+    elif case == "fixed_time_axis":
+        build(path, meta, time_axis=100)
+    elif case == "fixed_batch_axis":
+        build(path, meta, batch_axis=2)
+    elif case != "missing":
+        changes = {
+            "min_frames_1e9": {"min_frames": 1e9}, "min_frames_huge": {"min_frames": 10**9},
+            "max_speech_1e10": {"vad.max_speech_ms": 10**10}, "hangover_string": {"vad.hangover_ms": "450"},
+            "unknown_vad_key": {"vad.pre_roll_ms": 100}, "vad_not_object": {"vad": "webrtc"},
+            "hop_fraction": {"features.hop_length": 160.5}, "hop_bool": {"features.hop_length": True},
+            "n_fft_2_20": {"features.n_fft": 2**20}, "sample_rate_float": {"sample_rate": 16000.0},
+            "model_id_number": {"model_id": 123}, "label_too_long": {"labels": ["x" * 201, "neutral"]},
+            "unknown_key": {"extra": 1},
+        }[case]
+        build(path, meta_json=mutate(meta, **changes))
     clip = sorted(EXAMPLES.glob("*.wav"))[0]
     for cmd in (["info", path], ["replay", "--model", path, "--no-publish", clip]):
         r = serstream(*cmd)
@@ -142,11 +178,96 @@ def test_absent_audio_device(tiny):
     (["--speed", "-1"], "--speed"),
     (["--vad-frame-ms", "25"], "invalid choice"),
     (["--max-speech-ms", "10"], "invalid VAD settings"),
+    (["--speech-pad-ms", "3000"], "--speech-pad-ms must be in [0, hangover_ms]"),  # with the model's hangover
 ])
 def test_bad_options(tiny, args, needle):
     r = serstream("replay", "--model", tiny, "--no-publish", *args, sorted(EXAMPLES.glob("*.wav"))[0])
     assert r.returncode == 2
     assert needle in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("command, args, needle", [
+    ("replay", ["--hangover-ms", "999999999"], "--hangover-ms must be in [10, 10000] ms"),
+    ("replay", ["--max-speech-ms", "10000000000"], "--max-speech-ms must be in [100, 120000] ms"),
+    ("replay", ["--hwm", "99999999999"], "--hwm must be in [1, 1000000]"),
+    ("replay", ["--threads", "100000"], "--threads must be in [1, "),
+    ("replay", ["--threads", "0"], "--threads must be in [1, "),
+    ("replay", ["--stats-interval", "nan"], "--stats-interval must be a finite number"),
+    ("replay", ["--stats-interval", "0"], "--stats-interval must be in [0.05, 3600] s"),
+    ("replay", ["--speed", "inf"], "--speed must be a finite number"),
+    ("replay", ["--min-level-dbfs", "5"], "--min-level-dbfs must be in [-120, 0] dBFS"),
+    ("replay", ["--noise-margin-db", "-1"], "--noise-margin-db must be in [0, 40] dB"),
+    ("replay", ["--wait-subscriber", "-1"], "--wait-subscriber must be in [0, 86400] s"),
+    ("run", ["--channels", "100000"], "--channels must be in [1, 64]"),
+    ("run", ["--samplerate", "1"], "--samplerate must be in [8000, 384000] Hz"),
+    ("run", ["--blocksize", "-5"], "--blocksize must be in [0, 65536]"),
+    ("listen", ["--timeout", "inf"], "--timeout must be a finite number"),
+    ("listen", ["--count", "0"], "--count must be in [1, "),
+])
+def test_extreme_values_are_refused_in_one_line(tiny, command, args, needle):
+    """Each number a flag takes is typed and bounded before anything is loaded or opened
+    (before: an OverflowError, a 16 GB thread pool that ignored SIGTERM, silence)."""
+    extra = {"replay": ["--model", tiny, "--no-publish", sorted(EXAMPLES.glob("*.wav"))[0]],
+             "run": ["--model", tiny, "--bind", free_endpoint()], "listen": ["--connect", free_endpoint()]}[command]
+    r = serstream(command, *args, *extra)
+    assert r.returncode == 2, r.stderr
+    assert_one_line_error(r.stderr, needle)
+    assert "INFO" not in r.stderr  # refused before the model was even loaded
+
+
+def test_help_states_the_limits_it_enforces():
+    from serstream.cli import build_parser
+    from serstream.limits import limits_text
+    from serstream.publish import PublishConfig
+    from serstream.vad import VadConfig
+
+    (sub,) = [a for a in build_parser()._actions if a.dest == "command"]
+    text = " ".join(sub.choices["replay"].format_help().split())  # argparse wraps lines
+    for name in ("speech_pad_ms", "hangover_ms", "min_speech_ms", "max_speech_ms", "partial_interval_ms",
+                 "min_level_dbfs", "noise_margin_db"):
+        assert limits_text(VadConfig, name) in text, name
+    assert limits_text(PublishConfig, "hwm") in text
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("logits_as_probabilities", "not probabilities"),
+    ("nan", "is not 4 finite numbers"),
+])
+def test_a_model_that_answers_nonsense_is_refused_at_load(tmp_path, case, needle):
+    """What a graph's declarations cannot show, its answer on a short test input does."""
+    path = tmp_path / f"{case}.onnx"
+    if case == "logits_as_probabilities":
+        build(path, head="logits")  # metadata says probabilities (confidence 19.6, negative ones)
+    else:
+        build(path, fill=float("nan"))
+    r = serstream("replay", "--model", path, "--no-publish", "--json", sorted(EXAMPLES.glob("*.wav"))[0])
+    assert r.returncode == 2 and r.stdout == ""
+    assert_one_line_error(r.stderr, "refused", needle)
+
+
+def test_a_model_that_breaks_on_real_segments_is_counted_and_the_daemon_goes_on(tmp_path):
+    """Fine on the test input at load, NaN on every segment longer than 1.5 s: those are
+    counted (stats errors) and skipped, said once (not once a segment), NaN never reaches
+    the JSON, the shorter segments and every file still go through, exit 0."""
+    path = build(tmp_path / "fragile.onnx", nan_after_frames=150)
+    clips = sorted(EXAMPLES.glob("*.wav"))
+    r = serstream("replay", "--model", path, "--no-publish", "--json", "--stats", "--speed", "0",
+                  "--partial-interval-ms", "1000", *clips)
+    assert r.returncode == 0, r.stderr
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"{token} in the JSON")
+
+    messages = [json.loads(x, parse_constant=refuse) for x in r.stdout.splitlines()]
+    emotion = [m for m in messages if m["type"] == "emotion"]
+    stats = [m for m in messages if m["type"] == "stats"]
+    assert emotion and all(m["end"] - m["start"] <= 1.5 + 0.01 for m in emotion)  # only what it could answer
+    assert {m["source"] for m in stats} == {str(c) for c in clips}  # every file went through
+    errors = stats[-1]["errors"]  # one pipeline for every file: its counters go on
+    assert errors >= len(clips)  # each clip has speech longer than 1.5 s
+    said = [ln for ln in r.stderr.splitlines() if "could not be classified" in ln]
+    assert len(said) == 1, r.stderr
+    assert f"{errors} segments not classified" in r.stderr
 
 
 def test_info_shows_labels_and_features(tiny):

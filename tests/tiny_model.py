@@ -32,9 +32,15 @@ def metadata(config: FeatureConfig | None = None, labels=LABELS, **kw) -> ModelM
 
 def build(path: Path, meta: ModelMetadata | None = None, *, meta_json: str | None = None,
           n_features: int | None = None, n_labels: int | None = None, seed: int = 0,
-          fill: float | None = None) -> Path:
+          fill: float | None = None, head: str = "softmax", time_axis: int | str = "time",
+          batch_axis: int | str = "batch", nan_after_frames: int | None = None) -> Path:
     """Write a model to ``path``; ``meta_json`` overrides the metadata text verbatim;
-    ``fill`` sets every weight to one value (NaN: a broken model whose outputs are NaN)."""
+    ``fill`` sets every weight to one value (NaN: a broken model whose outputs are NaN).
+
+    Graphs that cannot serve, as users have handed them to the daemon: ``head``
+    ``"logits"`` (no softmax) or ``"int64"`` (the probabilities cast to integers); a
+    fixed ``time_axis`` or ``batch_axis``; ``nan_after_frames``: NaN for every input
+    longer than that many frames (fine on a short test input, broken on real segments)."""
     meta = meta or metadata()
     f = n_features or meta.features.n_features
     n_out = n_labels or len(meta.labels)
@@ -47,13 +53,33 @@ def build(path: Path, meta: ModelMetadata | None = None, *, meta_json: str | Non
         helper.make_node("ReduceMean", ["features", "axes"], ["pooled"], keepdims=0),
         helper.make_node("MatMul", ["pooled", "W"], ["logits0"]),
         helper.make_node("Add", ["logits0", "B"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+        helper.make_node("Softmax", ["logits"], ["softmax"], axis=-1),
     ]
+    inits = [w, b, axes]
+    out, out_type = ("logits" if head == "logits" else "softmax"), TensorProto.FLOAT
+    if head == "int64":
+        nodes.append(helper.make_node("Cast", [out], ["as_int"], to=TensorProto.INT64))
+        out, out_type = "as_int", TensorProto.INT64
+    if nan_after_frames is not None:  # + 0 * sqrt(limit - frames): NaN once frames > limit
+        inits += [numpy_helper.from_array(np.array([1], np.int64), "one"),
+                  numpy_helper.from_array(np.array([nan_after_frames], np.float32), "limit"),
+                  numpy_helper.from_array(np.array([0.0], np.float32), "zero")]
+        nodes += [
+            helper.make_node("Shape", ["features"], ["shape"]),
+            helper.make_node("Gather", ["shape", "one"], ["frames_i"], axis=0),
+            helper.make_node("Cast", ["frames_i"], ["frames"], to=TensorProto.FLOAT),
+            helper.make_node("Sub", ["limit", "frames"], ["room"]),
+            helper.make_node("Sqrt", ["room"], ["root"]),
+            helper.make_node("Mul", ["root", "zero"], ["nothing"]),
+            helper.make_node("Add", [out, "nothing"], ["guarded"]),
+        ]
+        out = "guarded"
+    nodes.append(helper.make_node("Identity", [out], ["probabilities"]))
     graph = helper.make_graph(
         nodes, "tiny",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", "time", f])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", n_out])],
-        initializer=[w, b, axes],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [batch_axis, time_axis, f])],
+        [helper.make_tensor_value_info("probabilities", out_type, [batch_axis, n_out])],
+        initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
