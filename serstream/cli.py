@@ -49,8 +49,7 @@ def _add_output(p: argparse.ArgumentParser, default: str) -> None:
 
 
 def _add_pipeline(p: argparse.ArgumentParser) -> None:
-    from serstream.limits import limits_text
-    from serstream.model import MAX_THREADS
+    from serstream.limits import MAX_THREADS, limits_text
     from serstream.pipeline import PipelineConfig
     from serstream.publish import PublishConfig, default_bind
     from serstream.vad import VAD_FRAME_MS, VAD_MODES, VadConfig
@@ -141,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("replay", help="feed audio files through the pipeline as a simulated microphone")
     rep.add_argument("files", nargs="+", type=Path, metavar="FILE",
-                     help="audio files (wav, flac, ogg: whatever libsndfile reads)")
+                     help="audio files (wav, flac, ogg: whatever libsndfile reads); - reads standard input "
+                          "(WAV, AIFF or AU through a pipe: `sox in.mp3 -t wav - | serstream replay -`)")
     rep.add_argument("--speed", type=float, default=rpl.speed,
                      help="1 = real time, N = N times faster (up to 1000), 0 = as fast as possible "
                           "(default: %(default)s)")
@@ -232,8 +232,7 @@ def _build(cls: type, context: str = "", **kw: Any) -> Any:
 def _check_flags(args: argparse.Namespace) -> None:
     """Every number run and replay take, typed and bounded before anything is loaded:
     a bad flag costs one line, not a model load (and never a traceback)."""
-    from serstream.limits import Bound, bound_of
-    from serstream.model import MAX_THREADS
+    from serstream.limits import MAX_THREADS, Bound, bound_of
     from serstream.pipeline import PipelineConfig
     from serstream.publish import PublishConfig
     from serstream.vad import VadConfig
@@ -325,10 +324,13 @@ def cmd_run(args: argparse.Namespace, stopper: Stopper) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, stopper: Stopper) -> int:
+    from serstream.decode import STDIN
     from serstream.replay import FileSource, ReplayConfig
 
     replay = _build(ReplayConfig, speed=args.speed)
     _check_flags(args)
+    if sum(str(p) == STDIN for p in args.files) > 1:
+        raise UserError("standard input ('-') can be replayed only once")
     stopper.what = "finishing the current segment"
     sinks = [p] if (p := _printer(args)) else []
     model = _load_model(args)
@@ -349,6 +351,10 @@ def cmd_replay(args: argparse.Namespace, stopper: Stopper) -> int:
                 source = FileSource(path, sr=model.sample_rate, config=replay)
             except AudioFileError as exc:
                 log.error("%s", exc)
+                failed.append(str(path))
+                continue
+            except OSError as exc:  # whatever the OS says about one file, the batch goes on
+                log.error("%s: %s", path, exc.strerror or exc)
                 failed.append(str(path))
                 continue
             pipeline.run(source, stopper.event)

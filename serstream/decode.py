@@ -7,6 +7,8 @@ any format libsndfile reads (wav, flac, ogg/vorbis/opus, ...), any channel count
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import soxr
 
 from serstream.errors import AudioFileError
 
-__all__ = ["DecodedAudio", "AudioStream", "Resampler", "open_audio", "load_audio", "to_mono"]
+__all__ = ["STDIN", "DecodedAudio", "AudioStream", "Resampler", "open_audio", "load_audio", "to_mono"]
 
 
 @dataclass(frozen=True)
@@ -63,13 +65,43 @@ class Resampler:
         return self._stream.resample_chunk(x, last=last)
 
 
+STDIN = "-"  # the path that means standard input (`sox ... -t wav - | serstream replay -`)
+
+
 def _check_path(path: Path) -> None:
-    if not path.exists():
-        raise AudioFileError(f"{path}: no such file")
-    if path.is_dir():
+    """What a path can be told by its inode, as one line; every OS error (a folder without
+    permission, a name too long) is this file's failure, never the whole batch's."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise AudioFileError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise AudioFileError(f"{path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise AudioFileError(f"{path}: is a directory, not an audio file")
-    if path.stat().st_size == 0:
+    if stat.S_ISREG(st.st_mode) and st.st_size == 0:  # a FIFO or a device says 0 and is read
         raise AudioFileError(f"{path}: empty file (0 bytes)")
+
+
+def _seekable(path: Path) -> bool:
+    try:
+        if str(path) == STDIN:
+            os.lseek(0, 0, os.SEEK_CUR)  # ESPIPE on a pipe
+            return True
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return str(path) != STDIN
+
+
+def _open(path: Path) -> sf.SoundFile:
+    """libsndfile on a file, or on standard input for ``-``. A pipe is read as it comes
+    (WAV, AIFF, AU and raw carry through one; FLAC and Ogg need to seek, so a file)."""
+    if str(path) == STDIN:
+        if os.isatty(0):
+            raise AudioFileError("stdin is a terminal: pipe audio into `serstream replay -`")
+        return sf.SoundFile(0, closefd=False)
+    _check_path(path)
+    return sf.SoundFile(str(path))
 
 
 def _reason(exc: Exception) -> str:
@@ -87,11 +119,11 @@ class AudioStream:
 
     def __init__(self, path: str | Path, sr: int = 16000, blocksize: int = 16384) -> None:
         self.path = Path(path)
-        _check_path(self.path)
         try:
-            self._file = sf.SoundFile(str(self.path))
+            self._file = _open(self.path)
         except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as exc:
-            raise AudioFileError(f"{self.path}: cannot decode audio ({_reason(exc)})") from None
+            hint = "" if _seekable(self.path) else "; through a pipe, send WAV, AIFF or AU (FLAC and Ogg need a file)"
+            raise AudioFileError(f"{self.path}: cannot decode audio ({_reason(exc)}){hint}") from None
         if self._file.frames == 0:
             self._file.close()
             raise AudioFileError(f"{self.path}: contains no audio samples")

@@ -13,10 +13,13 @@ documented range is the enforced one.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["Bound", "bounded", "check", "problems", "bound_of", "limits_text"]
+__all__ = ["Bound", "bounded", "check", "problems", "bound_of", "limits_text", "MAX_THREADS"]
+
+MAX_THREADS = os.cpu_count() or 1  # more ONNX Runtime threads than CPUs only adds switching
 
 
 def _is_int(v: Any) -> bool:

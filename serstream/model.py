@@ -21,7 +21,6 @@ import hashlib
 import importlib.resources
 import json
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ import numpy as np
 
 from serstream.errors import ModelError
 from serstream.features import FeatureConfig, FeatureConfigError, FeatureExtractor
-from serstream.limits import Bound
+from serstream.limits import MAX_THREADS, Bound
 from serstream.vad import VadConfig
 
 __all__ = [
@@ -48,7 +47,6 @@ __all__ = [
 
 METADATA_KEY = "serstream"
 FORMAT_VERSION = 1
-MAX_THREADS = os.cpu_count() or 1  # more ONNX Runtime threads than CPUs only adds switching
 
 
 def shipped_model_dir() -> Path:

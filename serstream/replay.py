@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serstream.decode import AudioStream, open_audio
+from serstream.decode import STDIN, AudioStream, open_audio
 from serstream.errors import AudioFileError
 from serstream.events import FileHealth
 from serstream.limits import bounded, check
@@ -56,7 +56,7 @@ class FileSource:
         config = config or ReplayConfig()
         speed = config.speed
         self.path = Path(path)
-        self.source_id = source_id or str(path)
+        self.source_id = source_id or ("stdin" if str(path) == STDIN else str(path))
         self.sample_rate = sr
         self.channels = 1
         self.speed = speed

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 
-import numba
 import numpy as np
 
 from serstream.features.config import FeatureConfig
@@ -16,6 +15,7 @@ from serstream.features.filters import (
     savgol_weights,
     sparse_rows,
 )
+from serstream.features.jit import njit
 from serstream.features.stft import BATCH, fft_plan, mel_power
 
 __all__ = ["FeatureExtractor"]
@@ -67,7 +67,7 @@ def _to_bels(mel: np.ndarray, top_db: float | None) -> None:
     np.log10(mel, out=mel)
 
 
-@numba.njit(cache=True, fastmath={"reassoc", "contract", "nsz"})
+@njit(fastmath={"reassoc", "contract", "nsz"})
 def _stack_deltas(static, weights, feat):  # pragma: no cover - jitted
     """Fill ``feat``, ``(rows * (1 + n_orders), n_frames)``, with the static rows and,
     below them, each row correlated with ``weights[o]`` (Savitzky-Golay derivative of

@@ -15,10 +15,10 @@ import math
 from dataclasses import dataclass
 from functools import cache
 
-import numba
 import numpy as np
 
 from serstream.features.config import FFT_RADICES, fft_size_problem
+from serstream.features.jit import njit
 
 __all__ = ["BATCH", "FftPlan", "fft_plan", "mel_power"]
 
@@ -85,7 +85,7 @@ def fft_plan(n_fft: int) -> FftPlan:
     )
 
 
-@numba.njit(cache=True, fastmath=_FAST)
+@njit(fastmath=_FAST)
 def _project_batch(spec, nb, mel, t0, mel_start, mel_weights):  # pragma: no cover - jitted
     """Sparse mel filterbank on one batch: each filter touches only its own few bins.
 
@@ -107,7 +107,7 @@ def _project_batch(spec, nb, mel, t0, mel_start, mel_weights):  # pragma: no cov
             mel[b, t0 + f] = acc[f]
 
 
-@numba.njit(cache=True, fastmath=_FAST)
+@njit(fastmath=_FAST)
 def _radix_odd(re, im, nb, m, size, p, tw_re, tw_im, t_re, t_im):  # pragma: no cover - jitted
     """One decimation-in-time sweep of odd prime radix ``p``: twiddle, then a direct
     ``p``-point DFT (p <= 7, so O(p^2) costs less than a cleverer butterfly's setup)."""
@@ -140,7 +140,7 @@ def _radix_odd(re, im, nb, m, size, p, tw_re, tw_im, t_re, t_im):  # pragma: no 
                         im[a, f] += t_re[j, f] * wi + t_im[j, f] * wr
 
 
-@numba.njit(cache=True, fastmath=_FAST)
+@njit(fastmath=_FAST)
 def mel_power(y, n_frames, window, lo, hi, n_fft, hop, offset,  # pragma: no cover - jitted
               slot, n_twos, odd, tw_re, tw_im, rtw_re, rtw_im, power,
               mel_start, mel_weights, re, im, spec, mel):
