@@ -18,6 +18,7 @@ from typing import Any
 from serstream.errors import DeviceError
 from serstream.events import MicHealth
 from serstream.limits import bounded, check
+from serstream.ratelog import RateLimitedLog
 from serstream.ring import RingBuffer
 
 __all__ = ["CaptureConfig", "MicSource", "list_input_devices", "resolve_device"]
@@ -128,8 +129,10 @@ class MicSource:
         self.source_id = config.source_id or f"mic:{self.device_name}"
         self.ring = RingBuffer(int(self.sample_rate * config.ring_seconds), config.channels)
         self.callbacks = 0
-        self.status_flags = 0
-        self.input_overflows = 0
+        self.status_flags = 0  # callbacks that carried a PortAudio status flag
+        self.input_overflows = 0  # of which: input overflow, audio lost before it reached us
+        self._flags_reported = 0
+        self._status_log = RateLimitedLog(log)
         self.state = "closed"
         self.generation = 0
         self.reconnects = 0
@@ -190,6 +193,7 @@ class MicSource:
 
     def poll(self) -> bool:
         """Watch the stream; reopen it when it died. True when the state changed."""
+        self._report_status()
         now = time.monotonic()
         if self.state == "ok":
             if self.callbacks != self._seen_callbacks:
@@ -222,6 +226,15 @@ class MicSource:
             return True
         return False
 
+    def _report_status(self) -> None:
+        """PortAudio's status flags, said here on the pipeline's thread (the callback may
+        not log): at once, then once a minute at most."""
+        if self.status_flags != self._flags_reported:
+            self._flags_reported = self.status_flags
+            self._status_log("status", "PortAudio flagged %d callbacks of %r so far (%d input overflows: audio "
+                             "lost before it reached serstream)", self.status_flags, self.device_name,
+                             self.input_overflows)
+
     def _reopen(self) -> None:
         sd = self._sd
         sd._terminate()  # re-scan devices: the one that came back may have a new index
@@ -249,8 +262,6 @@ class MicSource:
             device_name=self.device_name,
             device_samplerate=self.sample_rate,
             callbacks=self.callbacks,
-            status_flags=self.status_flags,
-            input_overflows=self.input_overflows,
             reconnects=self.reconnects,
             lost_for_s=None if self.lost_since is None else round(time.monotonic() - self.lost_since, 2),
         )

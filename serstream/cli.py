@@ -297,7 +297,8 @@ def _summary(what: str, pipeline) -> None:
     c = pipeline.counters
     log.info("%s: %d segments, %d events%s%s", what, c.segments, c.events,
              f", {c.errors} segments not classified" if c.errors else "",
-             f", {c.unprocessed_s:.2f} s of captured audio left unprocessed by the stop" if c.unprocessed_s else "")
+             f", {c.unprocessed_s:.2f} s of captured audio left unprocessed by the stop"
+             if c.unprocessed_s >= 0.01 else "")
 
 
 # ---------------------------------------------------------------------- commands

@@ -90,8 +90,6 @@ class MicHealth:
     device_name: str
     device_samplerate: int
     callbacks: int
-    status_flags: int
-    input_overflows: int
     reconnects: int
     lost_for_s: float | None
 

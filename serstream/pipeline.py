@@ -228,7 +228,7 @@ class Pipeline:
         """Stopped early: count the audio captured but never processed."""
         left = source.ring.available / source.sample_rate
         self.counters.unprocessed_s = round(self.counters.unprocessed_s + left, 3)
-        if left > 0:
+        if left >= 0.01:  # (a few frames' worth is the end of the last block, not a backlog)
             log.warning("stopped with %.2f s of captured audio from %s not processed (at %.2f s of its stream)",
                         left, source.source_id, self._stream_samples / self.sr)
 

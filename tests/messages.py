@@ -14,8 +14,8 @@ def event(segment: int = 0, confidence: float = 0.9, probabilities: dict[str, fl
 
 
 def mic_health() -> MicHealth:
-    return MicHealth(device="lost", device_name="vmic", device_samplerate=16000, callbacks=10, status_flags=0,
-                     input_overflows=0, reconnects=0, lost_for_s=1.5)
+    return MicHealth(device="lost", device_name="vmic", device_samplerate=16000, callbacks=10,
+                     reconnects=0, lost_for_s=1.5)
 
 
 def stats(health: MicHealth | FileHealth | None = None, level: float | None = None) -> Stats:

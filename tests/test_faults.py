@@ -77,9 +77,11 @@ def test_microphone_pulled_out_and_back(virtual_mic, tiny):
             # still serving: stats keep coming while the device is gone
             again = _next(sub, lambda e: _is_stats(e) and e["seq"] > lost["seq"], 15)
             assert again and again["device"] == "lost"
+            assert again["lost_for_s"] > lost["lost_for_s"] >= 0
             _plug_in_vmic("vmic.monitor")  # plug it back in
             back = _next(sub, lambda e: _is_stats(e) and e["device"] == "ok" and e["reconnects"] >= 1, 60)
             assert back, "capture did not resume when the device came back"
+            assert back["lost_for_s"] is None
             virtual_mic.play(EXAMPLES / "sad_savee_DC_sa01.wav").wait(timeout=60)
             final = _next(sub, lambda e: e["topic"] == "emotion" and e["final"], 30)
             assert final, "no event after the device came back"

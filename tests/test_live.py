@@ -60,6 +60,7 @@ def test_live_capture_publishes_final_event(virtual_mic, tiny):
         # processing covers the features and the inference (how long it takes is for bench/)
         assert ev["processing_ms"] >= ev["features_ms"] + ev["inference_ms"] - 0.01
         assert stats and stats[-1]["frames_captured"] > first["frames_captured"]
+        assert stats[-1]["callbacks"] > first["callbacks"] and stats[-1]["overflows"] == 0
         assert stats[-1]["device"] == "ok" and stats[-1]["level_peak_dbfs"] is not None
     finally:
         daemon.send_signal(signal.SIGINT)
