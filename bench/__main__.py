@@ -18,11 +18,12 @@ def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench")
     p.add_argument("--quick", action="store_true", help="fewer repeats and less audio (~2 min)")
     p.add_argument("--only", nargs="*", default=None,
-                   help="sections: models footprint mfcc jit latency partials throughput memory startup scale")
+                   help="sections: models footprint mfcc jit latency partials throughput memory startup scale "
+                        "stop flood noise")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "RESULTS.md")
     args = p.parse_args()
 
-    from bench import mfcc, models, stream
+    from bench import mfcc, models, robust, stream
     from bench.common import machine
     from serstream import catalog
     from serstream.model import EmotionModel, default_model_path
@@ -41,6 +42,9 @@ def main() -> int:
         ("memory", "Memory over a long stream", lambda: stream.memory(model, args.quick)),
         ("startup", "Start-up", lambda: stream.startup(model, args.quick)),
         ("scale", "Scale: concurrent real-time streams", lambda: stream.scale(model, args.quick)),
+        ("stop", "Stopping under a backlog", lambda: robust.stop(args.quick)),
+        ("flood", "A flood of subscriptions", lambda: robust.flood(args.quick)),
+        ("noise", "Segments from noise", lambda: robust.noise(args.quick)),
     ]
     out = [f"# serstream benchmarks{' (quick)' if args.quick else ''}", "",
            f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {machine()}.",

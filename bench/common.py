@@ -13,6 +13,7 @@ import numpy as np
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES_DIR = ROOT / "examples"
 DATA = ROOT.parent / "shared" / "data"
 SR = 16000
 
