@@ -17,16 +17,18 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["Bound", "bounded", "check", "problems", "bound_of", "limits_text", "MAX_THREADS"]
+__all__ = ["Bound", "bounded", "check", "problems", "bound_of", "limits_text", "is_int", "is_number", "MAX_THREADS"]
 
 MAX_THREADS = os.cpu_count() or 1  # more ONNX Runtime threads than CPUs only adds switching
 
 
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
+    """An integer, and not a bool (JSON's ``true`` is Python's 1)."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """An int or a float, and not a bool."""
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -44,9 +46,9 @@ class Bound:
         """Why ``value`` is not acceptable for ``name``, or None."""
         if value is None and self.optional:
             return None
-        if self.integer and not _is_int(value):
+        if self.integer and not is_int(value):
             return f"{name} must be an integer, got {value!r}"
-        if not self.integer and (not _is_number(value) or not math.isfinite(value)):
+        if not self.integer and (not is_number(value) or not math.isfinite(value)):
             return f"{name} must be a finite number, got {value!r}"
         if not self.lo <= value <= self.hi:
             return f"{name} must be in [{_num(self.lo)}, {_num(self.hi)}]{self._unit}, got {_num(value)}"

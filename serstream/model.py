@@ -31,7 +31,7 @@ import numpy as np
 
 from serstream.errors import ModelError
 from serstream.features import FeatureConfig, FeatureConfigError, FeatureExtractor
-from serstream.limits import MAX_THREADS, Bound
+from serstream.limits import MAX_THREADS, Bound, is_int
 from serstream.vad import VadConfig
 
 __all__ = [
@@ -147,7 +147,7 @@ class ModelMetadata:
         except FeatureConfigError as exc:
             raise ModelError(f"model asks for features this serstream cannot reproduce: {exc}") from None
         sr = doc.get("sample_rate")
-        if not _is_int(sr):
+        if not is_int(sr):
             raise ModelError(f"model sample_rate must be an integer, got {sr!r}")
         if sr != features.sr:
             raise ModelError(f"model sample_rate {sr!r} disagrees with its feature sr {features.sr}")
@@ -168,9 +168,9 @@ class ModelMetadata:
             raise ModelError(f"model output_kind {kind!r} is not 'probabilities' or 'logits'")
         min_frames = doc.get("min_frames", 1)
         max_frames = doc.get("max_frames")
-        if not _is_int(min_frames) or not 1 <= min_frames <= MAX_MIN_FRAMES:
+        if not is_int(min_frames) or not 1 <= min_frames <= MAX_MIN_FRAMES:
             raise ModelError(f"model min_frames must be an integer in [1, {MAX_MIN_FRAMES}], got {min_frames!r}")
-        if max_frames is not None and (not _is_int(max_frames) or not min_frames <= max_frames <= 10**6):
+        if max_frames is not None and (not is_int(max_frames) or not min_frames <= max_frames <= 10**6):
             raise ModelError(f"model max_frames must be null or an integer in [min_frames, 1000000], "
                              f"got {max_frames!r}")
         vad = doc.get("vad")
@@ -207,9 +207,6 @@ _METADATA_KEYS = {"format", "model_id", "labels", "sample_rate", "features", "no
 
 _FLOAT_TENSORS = ("tensor(float)", "tensor(double)", "tensor(float16)")
 
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

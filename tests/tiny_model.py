@@ -133,17 +133,7 @@ def build_slow(path: Path, matmuls: int = 12, size: int = 1024, meta: ModelMetad
         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
     ]
     inits.append(numpy_helper.from_array(np.array([0], np.int64), "axes0"))
-    graph = helper.make_graph(
-        nodes, "slow",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, "time", f])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, n_out])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    helper.set_model_props(model, {METADATA_KEY: meta.to_json()})
-    onnx.save(model, str(path))
-    return path
+    return _save(path, "slow", nodes, inits, meta)
 
 
 def build_heavy(path: Path, steps: int = 200, width: int = 64, meta: ModelMetadata | None = None) -> Path:
@@ -178,10 +168,16 @@ def build_heavy(path: Path, steps: int = 200, width: int = 64, meta: ModelMetada
         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
     ]
     inits.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
+    return _save(path, "heavy", nodes, inits, meta)
+
+
+def _save(path: Path, name: str, nodes: list, inits: list, meta: ModelMetadata) -> Path:
+    """A graph from features ``[1, time, n_features]`` to probabilities ``[1, n_labels]``,
+    with ``meta`` as its serstream metadata."""
     graph = helper.make_graph(
-        nodes, "heavy",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, "time", f])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, n_out])],
+        nodes, name,
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, "time", meta.features.n_features])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, len(meta.labels)])],
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from serstream.limits import is_int, is_number
+
 __all__ = ["FEATURE_KINDS", "FeatureConfig", "FeatureConfigError", "fft_size_problem"]
 
 # The layer a model takes: the log-mel spectrogram (a pretrained speech encoder's input)
@@ -37,14 +39,6 @@ def fft_size_problem(n_fft: int) -> str | None:
     if m != 1:
         return f"n_fft / 2 must have no prime factor above 7 (such as 256, 200, 240), got n_fft={n_fft}"
     return None
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)
@@ -131,14 +125,14 @@ class FeatureConfig:
         """Types first: a metadata document may say ``160.5`` or ``true`` for a length."""
         problems = []
         for name in ("sr", "n_fft", "win_length", "hop_length", "n_mels", "n_mfcc", "delta_order", "delta_width"):
-            if not _is_int(getattr(self, name)):
+            if not is_int(getattr(self, name)):
                 problems.append(f"{name} must be an integer, got {getattr(self, name)!r}")
         for name in ("power", "fmin", "lifter"):
-            if not _is_number(getattr(self, name)):
+            if not is_number(getattr(self, name)):
                 problems.append(f"{name} must be a number, got {getattr(self, name)!r}")
         for name in ("fmax", "top_db"):
             v = getattr(self, name)
-            if v is not None and not _is_number(v):
+            if v is not None and not is_number(v):
                 problems.append(f"{name} must be a number or null, got {v!r}")
         for name in ("center", "htk", "drop_last_frame"):
             if not isinstance(getattr(self, name), bool):
