@@ -27,8 +27,13 @@ log = logging.getLogger("serstream")
 # ---------------------------------------------------------------------- arguments
 # Every default shown here is read from the configuration dataclass that defines it.
 def _add_common(p: argparse.ArgumentParser) -> None:
+    from serstream.logs import LOG_FORMATS
+
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="logging detail on stderr; debug also shows tracebacks (default: %(default)s)")
+    p.add_argument("--log-format", default="text", choices=LOG_FORMATS,
+                   help="log lines as text for a person, or one JSON object per line for a log "
+                        "collector (default: %(default)s)")
 
 
 def _add_output(p: argparse.ArgumentParser, default: str) -> None:
@@ -117,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output(run, default="none")
     _add_pipeline(run)
     _add_common(run)
+    c = run.add_argument_group("configuration file")
+    c.add_argument("--config", type=Path, default=None, metavar="FILE.toml",
+                   help="read options from a TOML file: every option above as a key named like its "
+                        "flag (hangover-ms = 300; output = \"json\"); flags on the command line win")
+    c.add_argument("--print-config", action="store_true",
+                   help="print the effective configuration as such a file and exit")
 
     rep = sub.add_parser("replay", help="feed audio files through the pipeline as a simulated microphone")
     rep.add_argument("files", nargs="+", type=Path, metavar="FILE",
@@ -178,6 +189,7 @@ class _Stopper:
     def __init__(self, what: str = "exiting") -> None:
         self.what = what
         self.event = threading.Event()
+        self.on_stop: list[Any] = []  # called once, on the first signal (run: tell systemd)
 
     def install(self) -> None:
         signal.signal(signal.SIGINT, self._handle)
@@ -191,13 +203,20 @@ class _Stopper:
         # (Python runs handlers between any two bytecodes, this one's included)
         self.event.set()
         log.info("%s received: %s", signal.Signals(signum).name, self.what)
+        for hook in self.on_stop:
+            hook()
+
+
+def _output(args: argparse.Namespace) -> str:
+    """What run's and replay's output options ask for: text, json or none."""
+    return args.output or ("text" if args.stats else args.output_default)
 
 
 def _printer(args: argparse.Namespace):
     """The stdout sink that run's and replay's output options ask for, or None."""
     from serstream.render import Printer
 
-    output = args.output or ("text" if args.stats else args.output_default)
+    output = _output(args)
     if output == "none":
         if args.stats:
             raise UserError("--stats prints stats messages: it cannot go with --quiet")
@@ -272,7 +291,16 @@ def _summary(what: str, pipeline) -> None:
 # ---------------------------------------------------------------------- commands
 def cmd_run(args: argparse.Namespace, stopper: _Stopper) -> int:
     from serstream.capture import CaptureConfig, MicSource
+    from serstream.notify import notify
 
+    if args.print_config:
+        from serstream.config_file import render
+
+        args.output = _output(args)
+        sources = f"defaults, then {args.config}, then the command line" if args.config else \
+            "defaults, then the command line"
+        print(render(args, _subcommand("run"), sources), end="")
+        return 0
     stopper.what = "finishing the current segment"
     try:
         capture = CaptureConfig(device=args.device, samplerate=args.samplerate, channels=args.channels,
@@ -286,6 +314,9 @@ def cmd_run(args: argparse.Namespace, stopper: _Stopper) -> int:
     try:
         pipeline = _pipeline(args, model, publisher, sinks)
         log.info("capturing from %r at %d Hz; Ctrl-C to stop", source.device_name, source.sample_rate)
+        # for systemd (Type=notify): up once the model is loaded, the socket bound and the device open
+        stopper.on_stop.append(lambda: notify("STOPPING=1", "STATUS=finishing the current segment"))
+        notify("READY=1", f"STATUS=publishing on {publisher.endpoint}, capturing from {source.device_name}")
         pipeline.run(source, stopper.event)
     finally:
         publisher.close()
@@ -511,14 +542,32 @@ COMMANDS = {
 }
 
 
+def _subcommand(name: str, parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    (sub,) = [a for a in (parser or build_parser())._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices[name]
+
+
+def _with_config(parser: argparse.ArgumentParser, argv: list[str] | None, path: Path) -> argparse.Namespace:
+    """The arguments again, with ``path``'s settings as the defaults the flags override."""
+    from serstream.config_file import load
+
+    run = _subcommand("run", parser)
+    run.set_defaults(**load(path, run))
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from serstream import logs
+
     stopper = _Stopper()
     stopper.install()
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = getattr(logging, args.log_level.upper())
-    logging.basicConfig(level=level, format="serstream: %(levelname)s: %(message)s", stream=sys.stderr)
+    logs.setup(args.log_level, args.log_format)
     try:
+        if getattr(args, "config", None) is not None:
+            args = _with_config(parser, argv, args.config)
+            logs.setup(args.log_level, args.log_format)
         rc = COMMANDS[args.command](args, stopper)
         # done and on the way out: a late Ctrl-C must not turn a clean exit into a crash
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -532,18 +581,18 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except UserError as exc:
-        if level <= logging.DEBUG:
+        if args.log_level == "debug":
             log.exception("details")
-        print(f"serstream: error: {exc}", file=sys.stderr)
+        logs.error_line(str(exc), args.log_format)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # last resort: one line, traceback only on request
-        if level <= logging.DEBUG:
+        if args.log_level == "debug":
             log.exception("unexpected error")
         first = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"serstream: error: unexpected {type(exc).__name__}: {first} "
-              "(run with --log-level debug for details)", file=sys.stderr)
+        logs.error_line(f"unexpected {type(exc).__name__}: {first} (run with --log-level debug for details)",
+                        args.log_format)
         return 1
 
 
