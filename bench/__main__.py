@@ -18,11 +18,11 @@ def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench")
     p.add_argument("--quick", action="store_true", help="fewer repeats and less audio (~2 min)")
     p.add_argument("--only", nargs="*", default=None,
-                   help="sections: models footprint mfcc jit latency partials throughput memory startup scale")
+                   help="sections: models footprint mfcc jit latency partials throughput jobs memory startup scale")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "RESULTS.md")
     args = p.parse_args()
 
-    from bench import mfcc, models, stream
+    from bench import batch, mfcc, models, stream
     from bench.common import machine
     from serstream import catalog
     from serstream.model import EmotionModel, default_model_path
@@ -38,6 +38,7 @@ def main() -> int:
         ("latency", "End-to-end latency", lambda: stream.latency(model, args.quick)),
         ("partials", "Partial results during long speech", lambda: stream.partials(model, args.quick)),
         ("throughput", "Throughput (replay --speed 0)", lambda: stream.throughput(model, args.quick)),
+        ("jobs", "Batch scoring in worker processes (replay --jobs N)", lambda: batch.jobs(model, args.quick)),
         ("memory", "Memory over a long stream", lambda: stream.memory(model, args.quick)),
         ("startup", "Start-up", lambda: stream.startup(model, args.quick)),
         ("scale", "Scale: concurrent real-time streams", lambda: stream.scale(model, args.quick)),

@@ -137,6 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--no-publish", action="store_true", help="do not open a ZeroMQ socket (batch scoring)")
     rep.add_argument("--wait-subscriber", type=float, default=0.0, metavar="SECONDS",
                      help="wait up to SECONDS for a subscriber before replaying, so none misses the start")
+    b = rep.add_argument_group("batch results")
+    b.add_argument("--output", dest="rows_file", type=Path, default=None, metavar="FILE.csv|FILE.jsonl",
+                   help="write one row per segment (its final event; .jsonl: the event as published)")
+    b.add_argument("--summary", dest="summary_file", type=Path, default=None, metavar="FILE.csv|FILE.jsonl",
+                   help="write one row per input file: label by duration-weighted probabilities, "
+                        "confidence, every label's probability, segments, duration, error")
+    b.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="score files in N worker processes (each with its own model session; output "
+                        "in input order); needs --speed 0 (default: %(default)s)")
+    b.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="progress on stderr: a live bar on a terminal, otherwise a line every SECONDS "
+                        "(0: at every step); none with --quiet (default: %(default)s)")
     _add_output(rep, default="text")
     _add_pipeline(rep)
     _add_common(rep)
@@ -282,8 +294,7 @@ def _publisher(args: argparse.Namespace):
     return Publisher(PublishConfig(bind=args.bind, hwm=args.hwm, curve=curve))
 
 
-def _summary(what: str, pipeline) -> None:
-    c = pipeline.counters
+def _summary(what: str, c) -> None:
     log.info("%s: %d segments, %d events%s", what, c.segments, c.events,
              f", {c.errors} segments not classified" if c.errors else "")
 
@@ -320,50 +331,108 @@ def cmd_run(args: argparse.Namespace, stopper: _Stopper) -> int:
         pipeline.run(source, stopper.event)
     finally:
         publisher.close()
-    _summary(f"captured {pipeline.stats().stream_s:.1f} s from {source.device_name!r}", pipeline)
+    _summary(f"captured {pipeline.stats().stream_s:.1f} s from {source.device_name!r}", pipeline.counters)
     return 0
 
 
+def _batch_sinks(args: argparse.Namespace, labels: tuple[str, ...]):
+    """Replay's sinks (stdout, --output, --summary, progress), in the order they write."""
+    from serstream.progress import EraseBar, Progress, audio_seconds
+    from serstream.tables import FileSummaries, SegmentRows
+
+    if args.progress_interval < 0:
+        raise UserError("--progress-interval must be >= 0")
+    printer = _printer(args)
+    progress = None
+    if _output(args) != "none":
+        bar = sys.stderr.isatty() and args.log_format == "text"
+        progress = Progress(len(args.files), audio_seconds(args.files), bar=bar, interval=args.progress_interval)
+        if bar:
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(EraseBar(progress))
+    rows = SegmentRows(args.rows_file, labels) if args.rows_file else None
+    try:
+        summary = FileSummaries(args.summary_file, labels) if args.summary_file else None
+    except UserError:
+        if rows is not None:
+            rows.close()
+        raise
+    sinks = [s for s in (printer and (progress.around(printer) if progress else printer), rows, summary) if s]
+    return sinks, rows, summary, progress
+
+
 def cmd_replay(args: argparse.Namespace, stopper: _Stopper) -> int:
+    import time
+
+    from serstream.parallel import Restamper, score_files
     from serstream.replay import FileSource, ReplayConfig
+    from serstream.tables import check_format
 
     try:
         replay = ReplayConfig(speed=args.speed)
     except ValueError as exc:
         raise UserError(f"--{exc}") from None
-    stopper.what = "finishing the current segment"
-    sinks = [p] if (p := _printer(args)) else []
+    if args.jobs < 1:
+        raise UserError("--jobs must be at least 1")
+    if args.jobs > 1 and args.speed != 0:
+        raise UserError("--jobs scores files side by side as fast as they go: use it with --speed 0")
+    for option, path in (("--output", args.rows_file), ("--summary", args.summary_file)):
+        if path is not None:
+            check_format(path, option)
+    stopper.what = "finishing the current segment" if args.jobs == 1 else "finishing the files in progress"
     model = _load_model(args)
+    sinks, rows, summary, progress = _batch_sinks(args, model.labels)
     publisher = None if args.no_publish else _publisher(args)
     failed: list[str] = []
-    done = 0
+    done: list[str] = []
+
+    def finished(path: Path, error: str | None) -> None:
+        if error is not None:
+            log.error("%s", error)
+        (done if error is None else failed).append(str(path))
+        if summary is not None:
+            summary.end(str(path), error)
+
     try:
-        pipeline = _pipeline(args, model, publisher, sinks)
+        # one process follows its progress through the messages; workers report per file done
+        follow = progress is not None and args.jobs == 1
+        pipeline = _pipeline(args, model, publisher, [*sinks, progress] if follow else sinks)
+        counters = pipeline.counters
         if (publisher is not None and args.wait_subscriber > 0
                 and not publisher.wait_for_subscriber(args.wait_subscriber, stopper.event)
                 and not stopper.event.is_set()):
             log.warning("no subscriber after %.1f s; replaying anyway", args.wait_subscriber)
-        for path in args.files:
+        if args.jobs > 1:
+            restamp = Restamper(pipeline.outlet, lambda: time.monotonic() - pipeline.started)
+            counters = restamp.counters
+            for result in score_files(args.files, args.jobs, model.path, args.threads, pipeline.config, replay,
+                                      stopper.event, on_done=progress and (lambda r: progress.file_done(r.duration_s))):
+                restamp.send_file(result)
+                counters = restamp.counters
+                finished(result.path, result.error)
+        for path in args.files if args.jobs == 1 else ():
             if stopper.event.is_set():
                 break
             try:
                 source = FileSource(path, sr=model.sample_rate, config=replay)
             except AudioFileError as exc:
-                log.error("%s", exc)
-                failed.append(str(path))
+                finished(path, str(exc))
                 continue
             pipeline.run(source, stopper.event)
-            if source.error is not None:
-                log.error("%s", source.error)
-                failed.append(str(path))
-            else:
-                done += 1
+            if progress is not None:
+                progress.file_done()
+            finished(path, None if source.error is None else str(source.error))
     finally:
         if publisher is not None:
             publisher.close()
+        for table in (rows, summary):
+            if table is not None:
+                table.close()
+    if progress is not None:
+        progress.finish()
     if failed:
         log.error("%d of %d files failed: %s", len(failed), len(args.files), ", ".join(failed))
-    _summary(f"replayed {done} of {len(args.files)} files", pipeline)
+    _summary(f"replayed {len(done)} of {len(args.files)} files", counters)
     return 1 if failed else 0
 
 
