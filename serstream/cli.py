@@ -53,29 +53,47 @@ def _add_output(p: argparse.ArgumentParser, default: str) -> None:
     p.set_defaults(output=None, output_default=default)
 
 
+def _add_publishing(g, bind: str, bind_help: str) -> None:
+    """Where and to whom messages go: the same options for run, replay and proxy."""
+    from serstream.publish import PublishConfig
+
+    g.add_argument("--bind", default=bind, metavar="ENDPOINT",
+                   help=f"ZeroMQ endpoint to publish on; loopback unless you choose otherwise (default: {bind_help})")
+    g.add_argument("--hwm", type=int, default=PublishConfig().hwm, metavar="N",
+                   help="messages queued per subscriber before that subscriber starts losing them "
+                        "(default: %(default)s)")
+    g.add_argument("--curve-secret", type=Path, default=None, metavar="FILE",
+                   help="encrypt with CurveZMQ using this server secret key (from `serstream keys`)")
+    g.add_argument("--allow-clients", type=Path, default=None, metavar="DIR",
+                   help="with --curve-secret: only clients whose public keys (*.key) are in DIR")
+
+
+def _add_subscribing(p: argparse.ArgumentParser, what: str) -> None:
+    """Which daemon and how to get in: the same options for listen and view."""
+    from serstream.client import DEFAULT_CONNECT
+
+    p.add_argument("--connect", action="append", default=None, metavar="ENDPOINT",
+                   help=f"{what} endpoint, repeatable (default: {DEFAULT_CONNECT})")
+    p.add_argument("--curve-server-key", type=Path, default=None, metavar="FILE",
+                   help="the daemon's public key (server.key), for an encrypted daemon")
+    p.add_argument("--curve-secret", type=Path, default=None, metavar="FILE",
+                   help="this client's secret key (client.key_secret)")
+
+
 def _add_pipeline(p: argparse.ArgumentParser) -> None:
     from serstream.pipeline import PipelineConfig
     from serstream.publish import PublishConfig, default_bind
     from serstream.vad import VAD_FRAME_MS, VAD_MODES, VadConfig
 
-    pub, pipe, vad = PublishConfig(), PipelineConfig(), VadConfig()
+    pipe, vad = PipelineConfig(), VadConfig()
     g = p.add_argument_group("model and publishing")
     g.add_argument("--model", default=None, metavar="NAME|FILE",
                    help="a shipped model by name (whisper: accurate, the default; fast: the light MFCC CNN) "
                         "or an ONNX file with serstream metadata (default: $SERSTREAM_MODEL, else whisper)")
     g.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default: %(default)s)")
-    g.add_argument("--bind", default=default_bind(), metavar="ENDPOINT",
-                   help="ZeroMQ endpoint to publish on; loopback unless you choose otherwise "
-                        f"(default: $SERSTREAM_BIND, else {pub.bind})")
-    g.add_argument("--hwm", type=int, default=pub.hwm, metavar="N",
-                   help="messages queued per subscriber before that subscriber starts losing them "
-                        "(default: %(default)s)")
+    _add_publishing(g, default_bind(), f"$SERSTREAM_BIND, else {PublishConfig.bind}")
     g.add_argument("--stats-interval", type=float, default=pipe.stats_interval, metavar="SECONDS",
                    help="seconds between stats messages (default: %(default)s)")
-    g.add_argument("--curve-secret", type=Path, default=None, metavar="FILE",
-                   help="encrypt with CurveZMQ using this server secret key (from `serstream keys`)")
-    g.add_argument("--allow-clients", type=Path, default=None, metavar="DIR",
-                   help="with --curve-secret: only clients whose public keys (*.key) are in DIR")
     v = p.add_argument_group("voice activity detection (default: the model's settings, else serstream's, shown)")
     v.add_argument("--vad-aggressiveness", type=int, choices=VAD_MODES, default=None,
                    help=f"WebRTC VAD mode: 0 keeps most audio as speech, 3 is strictest ({vad.aggressiveness})")
@@ -95,7 +113,7 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from serstream.capture import CaptureConfig
-    from serstream.client import DEFAULT_CONNECT
+    from serstream.proxy import DEFAULT_PROXY_BIND
     from serstream.replay import ReplayConfig
 
     cap, rpl = CaptureConfig(), ReplayConfig()
@@ -154,8 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(rep)
 
     lis = sub.add_parser("listen", help="subscribe to a daemon and print its events")
-    lis.add_argument("--connect", action="append", default=None, metavar="ENDPOINT",
-                     help=f"daemon endpoint, repeatable (default: {DEFAULT_CONNECT})")
+    _add_subscribing(lis, "daemon (or proxy)")
     lis.add_argument("--json", action="store_true",
                      help="print each message as a JSON line, as received, instead of a human-readable line")
     lis.add_argument("--stats", action="store_true", help="also show stats messages")
@@ -164,11 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
     lis.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                      help="exit once SECONDS pass without a message: an idle timeout, restarted by "
                           "each message (default: wait for ever)")
-    lis.add_argument("--curve-server-key", type=Path, default=None, metavar="FILE",
-                     help="the daemon's public key (server.key), for an encrypted daemon")
-    lis.add_argument("--curve-secret", type=Path, default=None, metavar="FILE",
-                     help="this client's secret key (client.key_secret)")
     _add_common(lis)
+
+    prx = sub.add_parser("proxy", help="join the streams of several daemons into one endpoint")
+    prx.add_argument("--connect", action="append", required=True, metavar="ENDPOINT",
+                     help="a daemon (or another proxy), repeatable; one that starts later or restarts "
+                          "is picked up")
+    g = prx.add_argument_group("towards subscribers, as a daemon publishes")
+    _add_publishing(g, DEFAULT_PROXY_BIND, DEFAULT_PROXY_BIND)
+    g = prx.add_argument_group("towards encrypted daemons, as `listen` connects")
+    g.add_argument("--daemon-key", action="append", default=None, type=Path, metavar="FILE",
+                   help="the daemons' public key (server.key): once for all, or once per --connect in "
+                        "the same order")
+    g.add_argument("--daemon-secret", type=Path, default=None, metavar="FILE",
+                   help="this proxy's client secret key, allowed by the daemons")
+    _add_common(prx)
 
     keys = sub.add_parser("keys", help="make CurveZMQ key pairs (secret files mode 0600)")
     keys.add_argument("directory", type=Path, metavar="DIR",
@@ -282,8 +309,8 @@ def _pipeline(args: argparse.Namespace, model, publisher, sinks):
     return pipeline
 
 
-def _publisher(args: argparse.Namespace):
-    from serstream.publish import PublishConfig, Publisher
+def _publish_config(args: argparse.Namespace):
+    from serstream.publish import PublishConfig
     from serstream.security import CurveServer
 
     if args.hwm < 1:
@@ -291,7 +318,27 @@ def _publisher(args: argparse.Namespace):
     if args.allow_clients is not None and args.curve_secret is None:
         raise UserError("--allow-clients needs --curve-secret")
     curve = CurveServer(args.curve_secret, args.allow_clients) if args.curve_secret else None
-    return Publisher(PublishConfig(bind=args.bind, hwm=args.hwm, curve=curve))
+    return PublishConfig(bind=args.bind, hwm=args.hwm, curve=curve)
+
+
+def _publisher(args: argparse.Namespace):
+    from serstream.publish import Publisher
+
+    return Publisher(_publish_config(args))
+
+
+def _subscriber(args: argparse.Namespace, topics: tuple[str, ...]):
+    """listen's and view's subscriber, from their shared options."""
+    from serstream.client import DEFAULT_CONNECT, Subscriber
+    from serstream.security import CurveClient
+
+    if (args.curve_server_key is None) != (args.curve_secret is None):
+        raise UserError("an encrypted daemon needs both --curve-server-key and --curve-secret")
+    curve = CurveClient(args.curve_server_key, args.curve_secret) if args.curve_secret else None
+    try:
+        return Subscriber(args.connect or [DEFAULT_CONNECT], topics=topics, curve=curve)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _summary(what: str, c) -> None:
@@ -439,23 +486,16 @@ def cmd_replay(args: argparse.Namespace, stopper: _Stopper) -> int:
 def cmd_listen(args: argparse.Namespace, stopper: _Stopper) -> int:
     import time
 
-    from serstream.client import DEFAULT_CONNECT, Subscriber
+    from serstream.client import DEFAULT_CONNECT
     from serstream.events import EMOTION_TOPIC, STATS_TOPIC, Message
     from serstream.render import Printer
-    from serstream.security import CurveClient
 
     stopper.what = "stopping"
     if args.timeout is not None and args.timeout <= 0:
         raise UserError("--timeout must be positive")
     topics = (EMOTION_TOPIC, STATS_TOPIC) if args.stats else (EMOTION_TOPIC,)
     printer = Printer(as_json=args.json, stats=args.stats)
-    if (args.curve_server_key is None) != (args.curve_secret is None):
-        raise UserError("an encrypted daemon needs both --curve-server-key and --curve-secret")
-    curve = CurveClient(args.curve_server_key, args.curve_secret) if args.curve_secret else None
-    try:
-        sub = Subscriber(args.connect or [DEFAULT_CONNECT], topics=topics, curve=curve)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    sub = _subscriber(args, topics)
     seen = 0
     log.info("listening to %s; Ctrl-C to stop", ", ".join(args.connect or [DEFAULT_CONNECT]))
     idle_until = None if args.timeout is None else time.monotonic() + args.timeout
@@ -480,6 +520,24 @@ def cmd_listen(args: argparse.Namespace, stopper: _Stopper) -> int:
         log.error("received %d of %d events before %s", seen, args.count,
                   "being stopped" if stopper.event.is_set() else "timing out")
         return 1
+    return 0
+
+
+def cmd_proxy(args: argparse.Namespace, stopper: _Stopper) -> int:
+    from serstream.proxy import Proxy, ProxyConfig
+    from serstream.security import CurveClient
+
+    stopper.what = "stopping"
+    if (args.daemon_key is None) != (args.daemon_secret is None):
+        raise UserError("encrypted daemons need both --daemon-key and --daemon-secret")
+    upstream = tuple(CurveClient(key, args.daemon_secret) for key in args.daemon_key or ())
+    try:
+        config = ProxyConfig(connect=tuple(args.connect), publish=_publish_config(args), upstream=upstream)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    counts = Proxy(config).run(stopper.event)
+    if counts:
+        log.info("forwarded %d messages from %d daemons", counts["from_daemons"], len(args.connect))
     return 0
 
 
@@ -605,6 +663,7 @@ COMMANDS = {
     "run": cmd_run,
     "replay": cmd_replay,
     "listen": cmd_listen,
+    "proxy": cmd_proxy,
     "devices": cmd_devices,
     "info": cmd_info,
     "keys": cmd_keys,
