@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     from serstream.capture import CaptureConfig
     from serstream.proxy import DEFAULT_PROXY_BIND
     from serstream.replay import ReplayConfig
+    from serstream.view import ViewConfig
 
     cap, rpl = CaptureConfig(), ReplayConfig()
     parser = argparse.ArgumentParser(
@@ -182,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="exit once SECONDS pass without a message: an idle timeout, restarted by "
                           "each message (default: wait for ever)")
     _add_common(lis)
+
+    view = sub.add_parser("view", help="show a daemon's stream live on a local web page")
+    _add_subscribing(view, "daemon (or proxy)")
+    view.add_argument("--http", default=ViewConfig.http, metavar="HOST:PORT",
+                      help="where to serve the page; loopback unless you choose otherwise, port 0: any "
+                           "free one (default: %(default)s)")
+    view.add_argument("--history", type=float, default=ViewConfig.history_s / 60, metavar="MINUTES",
+                      help="how much of the recent past a page shows when it opens (default: %(default)s)")
+    _add_common(view)
 
     prx = sub.add_parser("proxy", help="join the streams of several daemons into one endpoint")
     prx.add_argument("--connect", action="append", required=True, metavar="ENDPOINT",
@@ -523,6 +533,24 @@ def cmd_listen(args: argparse.Namespace, stopper: _Stopper) -> int:
     return 0
 
 
+def cmd_view(args: argparse.Namespace, stopper: _Stopper) -> int:
+    from serstream.client import DEFAULT_CONNECT
+    from serstream.events import EMOTION_TOPIC, STATS_TOPIC
+    from serstream.view import ViewConfig
+    from serstream.view.server import ViewServer
+
+    stopper.what = "stopping"
+    try:
+        config = ViewConfig(http=args.http, history_s=args.history * 60)
+    except ValueError as exc:
+        raise UserError(f"--{exc}") from None
+    with _subscriber(args, (EMOTION_TOPIC, STATS_TOPIC)) as sub:
+        server = ViewServer(sub, config)
+        log.info("view of %s on %s ; Ctrl-C to stop", ", ".join(args.connect or [DEFAULT_CONNECT]), server.url)
+        server.serve(stopper.event)
+    return 0
+
+
 def cmd_proxy(args: argparse.Namespace, stopper: _Stopper) -> int:
     from serstream.proxy import Proxy, ProxyConfig
     from serstream.security import CurveClient
@@ -663,6 +691,7 @@ COMMANDS = {
     "run": cmd_run,
     "replay": cmd_replay,
     "listen": cmd_listen,
+    "view": cmd_view,
     "proxy": cmd_proxy,
     "devices": cmd_devices,
     "info": cmd_info,
