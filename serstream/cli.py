@@ -1,4 +1,4 @@
-"""``serstream`` command line: run, replay, listen, devices, info.
+"""``serstream`` command line: run, replay, listen, view, proxy, keys, devices, info.
 
 Errors meant for the user are one line on stderr and a non-zero exit code
 (2: bad input or environment, 1: some replayed files failed or an unexpected fault);
@@ -443,12 +443,12 @@ def cmd_replay(args: argparse.Namespace, stopper: _Stopper) -> int:
     failed: list[str] = []
     done: list[str] = []
 
-    def finished(path: Path, error: str | None) -> None:
+    def finished(path: Path, error: str | None, note: str | None = None) -> None:
         if error is not None:
             log.error("%s", error)
         (done if error is None else failed).append(str(path))
         if summary is not None:
-            summary.end(str(path), error)
+            summary.end(str(path), error or note)  # a note (stopped early) is not a failure
 
     try:
         # one process follows its progress through the messages; workers report per file done
@@ -461,24 +461,27 @@ def cmd_replay(args: argparse.Namespace, stopper: _Stopper) -> int:
             log.warning("no subscriber after %.1f s; replaying anyway", args.wait_subscriber)
         if args.jobs > 1:
             restamp = Restamper(pipeline.outlet, lambda: time.monotonic() - pipeline.started)
-            counters = restamp.counters
+            on_done = None if progress is None else (lambda r: progress.file_done(r.duration_s))
             for result in score_files(args.files, args.jobs, model.path, args.threads, pipeline.config, replay,
-                                      stopper.event, on_done=progress and (lambda r: progress.file_done(r.duration_s))):
+                                      stopper.event, on_done=on_done):
                 restamp.send_file(result)
-                counters = restamp.counters
                 finished(result.path, result.error)
-        for path in args.files if args.jobs == 1 else ():
-            if stopper.event.is_set():
-                break
-            try:
-                source = FileSource(path, sr=model.sample_rate, config=replay)
-            except AudioFileError as exc:
-                finished(path, str(exc))
-                continue
-            pipeline.run(source, stopper.event)
-            if progress is not None:
-                progress.file_done()
-            finished(path, None if source.error is None else str(source.error))
+            counters = restamp.counters
+        else:
+            for path in args.files:
+                if stopper.event.is_set():
+                    break
+                try:
+                    source = FileSource(path, sr=model.sample_rate, config=replay)
+                except AudioFileError as exc:
+                    source, error = None, str(exc)
+                else:
+                    pipeline.run(source, stopper.event)
+                    error = None if source.error is None else str(source.error)
+                if progress is not None:
+                    progress.file_done()
+                stopped = source is not None and stopper.event.is_set()
+                finished(path, error, "stopped before the end of the file" if stopped else None)
     finally:
         if publisher is not None:
             publisher.close()
