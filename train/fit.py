@@ -42,8 +42,8 @@ from train.prepare import DataConfig, Prepared, prepare, val_score
 log = logging.getLogger(__name__)
 
 KINDS = ("whisper", "mfcc")
-# What the issue that asked for the Whisper model set as the bar, per corpus, on test
-# speakers: shown beside the results in the card, never used to choose anything.
+# The bar issue 9 (the Whisper model) set, per corpus, on test speakers: shown beside
+# the results in the card, never used to choose anything.
 TARGETS = {"ravdess": 0.76, "cremad": 0.70, "savee": 0.75, "tess": 0.995}
 
 
