@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -111,6 +112,23 @@ def test_replay_prints_a_summary_at_exit(tiny):
     r = serstream("replay", "--model", tiny, "--speed", "0", "--no-publish", "--quiet", CLIP)
     assert r.returncode == 0 and r.stdout == ""
     assert "replayed 1 of 1 files: 1 segments" in r.stderr
+
+
+def test_run_prints_a_summary_at_exit(virtual_mic, tiny):
+    """Like replay, run says on stderr what it did when it exits: how much audio it
+    captured from which device, and the segments and events it found in it."""
+    daemon = spawn("run", "--model", tiny, "--bind", free_endpoint())
+    err = Lines(daemon.stderr)
+    assert err.wait_for("capturing from", 60), err.text()
+    virtual_mic.play(CLIP).wait(timeout=60)
+    daemon.send_signal(signal.SIGINT)  # the segment in progress, if any, is closed and counted
+    daemon.wait(timeout=60)
+    text = err.text()
+    assert daemon.returncode == 0, text
+    (summary,) = [ln for ln in text.splitlines() if "captured" in ln]
+    m = re.search(r"captured (\d+\.\d) s from '([^']+)': (\d+) segments, (\d+) events", summary)
+    assert m, summary
+    assert float(m[1]) > 0 and int(m[3]) >= 1 and int(m[4]) >= int(m[3]), summary
 
 
 def test_quiet_and_stats_contradict(tiny):
