@@ -77,6 +77,26 @@ def test_info_shows_every_figure_of_a_shipped_model(name):
     assert all(len(line) < 260 for line in r.stdout.splitlines())
 
 
+def test_info_marks_what_it_cuts(tmp_path):
+    """A long value is cut on its line with a mark saying how much is left out, and a
+    multi-line one shows its first line and how many more: --json has them whole."""
+    from dataclasses import replace
+
+    from tiny_model import build, metadata
+
+    long_value = "figure " * 60 + "THE-END"
+    licence = "first line of a licence\nsecond\nthird"
+    path = build(tmp_path / "m.onnx", replace(metadata(), provenance={"notes": long_value, "licence": licence}))
+    r = serstream("info", path)
+    assert r.returncode == 0, r.stderr
+    rows = {ln.split(None, 1)[0]: ln.split(None, 1)[1] for ln in r.stdout.splitlines()}
+    m = re.fullmatch(r"(.*)… \(\+(\d+) chars, see --json\)", rows["notes"])
+    assert m and long_value.startswith(m[1]) and len(m[1]) + int(m[2]) == len(long_value), rows["notes"]
+    assert rows["licence"] == "first line of a licence (+2 lines, see --json)"
+    full = json.loads(serstream("info", path, "--json").stdout)["provenance"]
+    assert full == {"notes": long_value, "licence": licence}
+
+
 def test_listen_timeout_is_an_idle_timeout():
     """A message every 0.25 s for 5 s, with --timeout 3: every message is printed (the
     timeout restarts with each), then listen exits on its own once they stop."""
