@@ -156,3 +156,39 @@ def test_readme_event_example_is_a_valid_message():
     sample = json.loads(block)
     _valid([sample])
 
+
+
+def test_a_received_nan_is_rejected_never_printed():
+    """NaN/Infinity tokens and numbers beyond a float (1e999) are not JSON: whoever sent
+    them, a subscriber skips the message (counted in ``rejected``) and ``listen --json``
+    goes on printing only valid messages, instead of dying on them."""
+
+    from serstream.publish import PublishConfig, Publisher
+
+    ep = free_endpoint()
+    pub = Publisher(PublishConfig(bind=ep))
+    stamper = Stamper()
+    good = stamper.stamp(event(0, confidence=0.5))
+    bad = [good.data.replace(b'"confidence":0.5', token) for token in (b'"confidence":NaN',
+                                                                       b'"confidence":-Infinity',
+                                                                       b'"confidence":1e999')]
+    assert all(b != good.data for b in bad)
+    listener = spawn("listen", "--connect", ep, "--json", "--count", "1", "--timeout", "60")
+    try:
+        with Subscriber(ep) as sub:
+            deadline = time.monotonic() + 60
+            while pub.subscriptions < 2:  # the listener and this subscriber
+                assert time.monotonic() < deadline, "the subscribers never subscribed"
+                time.sleep(0.05)
+                pub.poll_subscriptions()
+            time.sleep(0.1)  # as wait_for_subscriber does: let the new pipes attach
+            for data in bad:
+                pub._sock.send_multipart([b"emotion", data])
+            pub.send(good)
+            got = list(sub.events(timeout=5))
+        out, err = listener.communicate(timeout=60)
+    finally:
+        pub.close()
+    assert [e["seq"] for e in got] == [0] and sub.rejected == len(bad)
+    assert listener.returncode == 0, err
+    assert _valid(_lines(out)) == [json.loads(good.data)]
