@@ -15,8 +15,9 @@ import time
 import pytest
 
 from messages import event
-from procs import EXAMPLES, ROOT, Lines, free_endpoint, serstream, spawn
+from procs import EXAMPLES, ROOT, Lines, free_endpoint, hearing, serstream, spawn
 from serstream.cli import build_parser
+from serstream.client import Subscriber
 from serstream.events import Stamper
 from serstream.pipeline import PipelineConfig
 from serstream.publish import PublishConfig, Publisher
@@ -137,9 +138,11 @@ def test_replay_prints_a_summary_at_exit(tiny):
 def test_run_prints_a_summary_at_exit(virtual_mic, tiny):
     """Like replay, run says on stderr what it did when it exits: how much audio it
     captured from which device, and the segments and events it found in it."""
-    daemon = spawn("run", "--model", tiny, "--bind", free_endpoint())
+    ep = free_endpoint()
+    daemon = spawn("run", "--model", tiny, "--bind", ep, "--stats-interval", "0.3")
     err = Lines(daemon.stderr)
-    assert err.wait_for("capturing from", 60), err.text()
+    with Subscriber(ep, topics=("stats",)) as sub:
+        hearing(sub)
     virtual_mic.play(CLIP).wait(timeout=60)
     daemon.send_signal(signal.SIGINT)  # the segment in progress, if any, is closed and counted
     daemon.wait(timeout=60)
