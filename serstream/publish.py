@@ -98,6 +98,11 @@ class Publisher:
             log.warning("publishing on %s: reachable from the network and UNENCRYPTED "
                         "(see `serstream keys` and --curve-secret)", config.bind)
 
+    @property
+    def socket(self) -> zmq.Socket:
+        """The bound XPUB socket, for ``serstream proxy`` to forward into."""
+        return self._sock
+
     def send(self, message: Message) -> bool:
         """Hand a stamped message to ZeroMQ without blocking; False (and counted in
         ``dropped``) when it could not take it."""

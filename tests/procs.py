@@ -86,8 +86,13 @@ class Lines:
             return self._cond.wait_for(lambda: any(needle in ln for ln in self.lines), timeout)
 
     def text(self) -> str:
+        """Everything, once the stream has ended."""
         self._thread.join(timeout=10)
         return "".join(self.lines)
+
+    def text_so_far(self) -> str:
+        with self._cond:
+            return "".join(self.lines)
 
 
 def assert_one_line_error(stderr: str, *needles: str) -> None:
