@@ -1,4 +1,5 @@
-"""The README's sample outputs, made by running the commands it shows.
+"""The README's sample outputs (replay's lines, an event, batch summary rows), made by
+running the commands it shows.
 
 ``python3 tests/readme_samples.py`` rewrites them in README.md from a real run with the
 shipped model (after a retrain, say); ``tests/test_readme.py`` checks that what the
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ REPLAY_CLIP = "examples/sad_savee_DC_sa01.wav"
 REPLAY_COMMAND = f"$ serstream replay --speed 0 {REPLAY_CLIP}\n"
 EVENT_CLIP = "examples/angry_cremad_1001_DFA_ANG_XX.wav"
 EVENT_COMMAND = f"`serstream replay --speed 1 --json {EVENT_CLIP}`"
+SUMMARY_COMMAND = "--summary files.csv examples/*.wav\nexamples/README.md` wrote"
+SUMMARY_INPUTS = ("examples/*.wav", "examples/README.md")
 # what differs between two runs of the same command on the same audio
 VOLATILE = ("session", "wall_start", "wall_end", "published_at", "processing_ms", "features_ms", "inference_ms")
 WIDTH = 96
@@ -47,6 +51,19 @@ def final_event() -> dict[str, Any]:
     if len(finals) != 1:
         raise RuntimeError(f"expected one final event for {EVENT_CLIP}, got {len(finals)}")
     return finals[0]
+
+
+def summary_rows() -> list[str]:
+    """The file ``replay --speed 0 --no-publish --quiet --jobs 2 --summary files.csv
+    examples/*.wav examples/README.md`` writes (README.md is there to show a failed row)."""
+    files = [str(p.relative_to(ROOT)) for p in sorted(ROOT.glob(SUMMARY_INPUTS[0]))] + [SUMMARY_INPUTS[1]]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "files.csv"
+        r = serstream("replay", "--speed", "0", "--no-publish", "--quiet", "--jobs", "2", "--summary", out,
+                      *files, timeout=300)
+        if r.returncode not in (0, 1) or not out.exists():  # 1: README.md is not audio, as intended
+            raise RuntimeError(f"replay --summary failed: {r.stderr.strip()}")
+        return out.read_text().splitlines()
 
 
 def masked_lines(lines: list[str]) -> list[str]:
@@ -94,18 +111,38 @@ def shown_event(readme: str) -> dict[str, Any]:
     return json.loads(readme.split("```json\n", 1)[1].split("```", 1)[0])
 
 
-def update(readme: str, lines: list[str], event: dict[str, Any]) -> str:
-    """``readme`` with its replay sample and its sample event replaced."""
+def _summary_block(readme: str) -> tuple[str, str, str]:
+    """(text before the summary sample's rows, the rows, text after them)."""
+    head, rest = readme.split(SUMMARY_COMMAND, 1)
+    between, rest = rest.split("```text\n", 1)
+    rows, after = rest.split("```", 1)
+    return head + SUMMARY_COMMAND + between + "```text\n", rows, "```" + after
+
+
+def shown_summary_rows(readme: str) -> list[str]:
+    return _summary_block(readme)[1].splitlines()
+
+
+def chosen_rows(rows: list[str], shown: list[str]) -> list[str]:
+    """The header and the rows of the files the README shows (it shows a few of them)."""
+    files = {row.split(",", 1)[0] for row in shown[1:]}
+    return rows[:1] + [row for row in rows[1:] if row.split(",", 1)[0] in files]
+
+
+def update(readme: str, lines: list[str], event: dict[str, Any], summary: list[str]) -> str:
+    """``readme`` with its replay sample, its sample event and its summary rows replaced."""
     before, rest = readme.split(REPLAY_COMMAND, 1)
     _, after = rest.split("```", 1)
     readme = before + REPLAY_COMMAND + "\n".join(lines) + "\n```" + after
     before, rest = readme.split("```json\n", 1)
     _, after = rest.split("```", 1)
-    return before + "```json\n" + render_event(event) + "\n```" + after
+    readme = before + "```json\n" + render_event(event) + "\n```" + after
+    before, shown, after = _summary_block(readme)
+    return before + "\n".join(chosen_rows(summary, shown.splitlines())) + "\n" + after
 
 
 if __name__ == "__main__":
     text = README.read_text()
-    new = update(text, replay_lines(), final_event())
+    new = update(text, replay_lines(), final_event(), summary_rows())
     README.write_text(new)
     print("README.md samples", "rewritten from a real run" if new != text else "unchanged")

@@ -1,6 +1,6 @@
-"""The README shows real runs: its sample outputs are what the commands it names print
-now (``python3 tests/readme_samples.py`` rewrites them), and its Python snippet runs
-against a real daemon and returns."""
+"""The README shows real runs: its sample outputs (replay's lines, an event, batch
+summary rows) are what the commands it names print now (``python3 tests/readme_samples.py``
+rewrites them), and its Python snippet runs against a real daemon and returns."""
 
 from __future__ import annotations
 
@@ -16,12 +16,15 @@ from readme_samples import (
     EVENT_COMMAND,
     README,
     VOLATILE,
+    chosen_rows,
     final_event,
     masked_lines,
     render_event,
     replay_lines,
     shown_event,
     shown_replay_lines,
+    shown_summary_rows,
+    summary_rows,
 )
 
 
@@ -51,6 +54,24 @@ def test_readme_event_sample_is_what_replay_prints():
     # laid out as the generator lays it out, so regenerating changes only values
     block = readme.split("```json\n", 1)[1].split("```", 1)[0]
     assert block.rstrip("\n") == render_event(shown)
+
+
+def _close(a: str, b: str) -> bool:
+    """Equal, or the same number to float noise."""
+    try:
+        return math.isclose(float(a), float(b), abs_tol=1e-3)
+    except ValueError:
+        return a == b
+
+
+def test_readme_summary_sample_is_what_replay_writes():
+    """The batch summary rows the README shows are those the command it names writes now."""
+    shown = shown_summary_rows(README.read_text())
+    real = chosen_rows(summary_rows(), shown)
+    assert len(shown) > 2 and len(real) == len(shown), (shown, real)
+    for s, r in zip(shown, real, strict=True):
+        s_fields, r_fields = s.split(","), r.split(",")
+        assert len(s_fields) == len(r_fields) and all(map(_close, s_fields, r_fields)), (s, r)
 
 
 def test_readme_python_snippet_returns(tiny):
