@@ -30,7 +30,7 @@ import numpy as np
 
 from serstream.errors import ModelError
 from serstream.features import FeatureConfig, FeatureConfigError, FeatureExtractor
-from serstream.vad import VadConfig
+from serstream.vad import VAD_RATES, VadConfig
 
 __all__ = [
     "METADATA_KEY",
@@ -137,8 +137,9 @@ class ModelMetadata:
         sr = doc.get("sample_rate")
         if sr != features.sr:
             raise ModelError(f"model sample_rate {sr!r} disagrees with its feature sr {features.sr}")
-        if sr not in (8000, 16000, 32000, 48000):
-            raise ModelError(f"model sample rate {sr} Hz is not one WebRTC VAD supports")
+        if sr not in VAD_RATES:
+            raise ModelError(f"model sample rate {sr} Hz is not one WebRTC VAD supports "
+                             f"({', '.join(map(str, VAD_RATES))} Hz)")
         norm = doc.get("normalisation") or {}
         mean, std = norm.get("mean"), norm.get("std")
         n = features.n_features
