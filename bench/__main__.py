@@ -18,12 +18,13 @@ def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench")
     p.add_argument("--quick", action="store_true", help="fewer repeats and less audio (~2 min)")
     p.add_argument("--only", nargs="*", default=None,
-                   help="sections: models footprint mfcc jit latency partials throughput memory startup scale "
+                   help="sections: models footprint mfcc jit latency partials throughput jobs proxy memory startup scale "
                         "stop flood noise")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "RESULTS.md")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where to write the report (default: bench/RESULTS.md for a full run; with --only, nowhere)")
     args = p.parse_args()
 
-    from bench import mfcc, models, robust, stream
+    from bench import batch, mfcc, models, proxy, robust, stream
     from bench.common import machine
     from serstream import catalog
     from serstream.model import EmotionModel, default_model_path
@@ -39,6 +40,8 @@ def main() -> int:
         ("latency", "End-to-end latency", lambda: stream.latency(model, args.quick)),
         ("partials", "Partial results during long speech", lambda: stream.partials(model, args.quick)),
         ("throughput", "Throughput (replay --speed 0)", lambda: stream.throughput(model, args.quick)),
+        ("jobs", "Batch scoring in worker processes (replay --jobs N)", lambda: batch.jobs(model, args.quick)),
+        ("proxy", "Proxy: messages forwarded per second", lambda: proxy.forwarding(args.quick)),
         ("memory", "Memory over a long stream", lambda: stream.memory(model, args.quick)),
         ("startup", "Start-up", lambda: stream.startup(model, args.quick)),
         ("scale", "Scale: concurrent real-time streams", lambda: stream.scale(model, args.quick)),
@@ -48,7 +51,8 @@ def main() -> int:
     ]
     out = [f"# serstream benchmarks{' (quick)' if args.quick else ''}", "",
            f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {machine()}.",
-           f"Model: `{model.name}` ({model_id}). Command: `python -m bench{' --quick' if args.quick else ''}`.", ""]
+           f"Model: `{model.name}` ({model_id}). Command: `python -m bench{' --quick' if args.quick else ''}"
+           f"{' --only ' + ' '.join(args.only) if args.only else ''}`.", ""]
     for key, title, fn in sections:
         if args.only and key not in args.only:
             continue
@@ -57,8 +61,10 @@ def main() -> int:
         rows = fn()
         out += [f"## {title}", "", *rows, "", f"_({time.monotonic() - t0:.0f} s)_", ""]
         print("\n".join([f"## {title}", "", *rows, ""]), flush=True)
-    args.out.write_text("\n".join(out))
-    print(f"written {args.out}", file=sys.stderr)
+    out_path = args.out or (None if args.only else Path(__file__).resolve().parent / "RESULTS.md")
+    if out_path is not None:  # a partial run must not replace the full report
+        out_path.write_text("\n".join(out))
+        print(f"written {out_path}", file=sys.stderr)
     return 0
 
 

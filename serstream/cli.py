@@ -1,4 +1,4 @@
-"""``serstream`` command line: run, replay, listen, devices, info.
+"""``serstream`` command line: run, replay, listen, view, proxy, keys, devices, info.
 
 Errors meant for the user are one line on stderr and a non-zero exit code
 (2: bad input or environment, 1: some replayed files failed or an unexpected fault);
@@ -27,8 +27,13 @@ log = logging.getLogger("serstream")
 # ---------------------------------------------------------------------- arguments
 # Every default shown here is read from the configuration dataclass that defines it.
 def _add_common(p: argparse.ArgumentParser) -> None:
+    from serstream.logs import LOG_FORMATS
+
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="logging detail on stderr; debug also shows tracebacks (default: %(default)s)")
+    p.add_argument("--log-format", default="text", choices=LOG_FORMATS,
+                   help="log lines as text for a person, or one JSON object per line for a log "
+                        "collector (default: %(default)s)")
 
 
 def _add_output(p: argparse.ArgumentParser, default: str) -> None:
@@ -48,13 +53,41 @@ def _add_output(p: argparse.ArgumentParser, default: str) -> None:
     p.set_defaults(output=None, output_default=default)
 
 
+def _add_publishing(g, bind: str, bind_help: str) -> None:
+    """Where and to whom messages go: the same options for run, replay and proxy."""
+    from serstream.limits import limits_text
+    from serstream.publish import PublishConfig
+
+    g.add_argument("--bind", default=bind, metavar="ENDPOINT",
+                   help=f"ZeroMQ endpoint to publish on; loopback unless you choose otherwise (default: {bind_help})")
+    g.add_argument("--hwm", type=int, default=PublishConfig().hwm, metavar="N",
+                   help=f"messages queued per subscriber, {limits_text(PublishConfig, 'hwm')}, before that "
+                        "subscriber starts losing them (default: %(default)s)")
+    g.add_argument("--curve-secret", type=Path, default=None, metavar="FILE",
+                   help="encrypt with CurveZMQ using this server secret key (from `serstream keys`)")
+    g.add_argument("--allow-clients", type=Path, default=None, metavar="DIR",
+                   help="with --curve-secret: only clients whose public keys (*.key) are in DIR")
+
+
+def _add_subscribing(p: argparse.ArgumentParser, what: str) -> None:
+    """Which daemon and how to get in: the same options for listen and view."""
+    from serstream.client import DEFAULT_CONNECT
+
+    p.add_argument("--connect", action="append", default=None, metavar="ENDPOINT",
+                   help=f"{what} endpoint, repeatable (default: {DEFAULT_CONNECT})")
+    p.add_argument("--curve-server-key", type=Path, default=None, metavar="FILE",
+                   help="the daemon's public key (server.key), for an encrypted daemon")
+    p.add_argument("--curve-secret", type=Path, default=None, metavar="FILE",
+                   help="this client's secret key (client.key_secret)")
+
+
 def _add_pipeline(p: argparse.ArgumentParser) -> None:
     from serstream.limits import MAX_THREADS, limits_text
     from serstream.pipeline import PipelineConfig
     from serstream.publish import PublishConfig, default_bind
     from serstream.vad import VAD_FRAME_MS, VAD_MODES, VadConfig
 
-    pub, pipe, vad = PublishConfig(), PipelineConfig(), VadConfig()
+    pipe, vad = PipelineConfig(), VadConfig()
 
     def vad_range(name: str) -> str:
         return limits_text(VadConfig, name)
@@ -65,19 +98,10 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
                         "or an ONNX file with serstream metadata (default: $SERSTREAM_MODEL, else whisper)")
     g.add_argument("--threads", type=int, default=1,
                    help=f"ONNX Runtime intra-op threads, 1 to {MAX_THREADS} (the CPUs here) (default: %(default)s)")
-    g.add_argument("--bind", default=default_bind(), metavar="ENDPOINT",
-                   help="ZeroMQ endpoint to publish on; loopback unless you choose otherwise "
-                        f"(default: $SERSTREAM_BIND, else {pub.bind})")
-    g.add_argument("--hwm", type=int, default=pub.hwm, metavar="N",
-                   help=f"messages queued per subscriber, {limits_text(PublishConfig, 'hwm')}, before that "
-                        "subscriber starts losing them (default: %(default)s)")
+    _add_publishing(g, default_bind(), f"$SERSTREAM_BIND, else {PublishConfig.bind}")
     g.add_argument("--stats-interval", type=float, default=pipe.stats_interval, metavar="SECONDS",
                    help=f"seconds between stats messages, {limits_text(PipelineConfig, 'stats_interval')} "
                         "(default: %(default)s)")
-    g.add_argument("--curve-secret", type=Path, default=None, metavar="FILE",
-                   help="encrypt with CurveZMQ using this server secret key (from `serstream keys`)")
-    g.add_argument("--allow-clients", type=Path, default=None, metavar="DIR",
-                   help="with --curve-secret: only clients whose public keys (*.key) are in DIR")
     v = p.add_argument_group("voice activity detection (default: the model's settings, else serstream's, shown)")
     v.add_argument("--vad-aggressiveness", type=int, choices=VAD_MODES, default=None,
                    help=f"WebRTC VAD mode: 0 keeps most audio as speech, 3 is strictest ({vad.aggressiveness})")
@@ -104,11 +128,13 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
                         f"({vad.noise_margin_db:g})")
 
 
+
 def build_parser() -> argparse.ArgumentParser:
     from serstream.capture import CaptureConfig
-    from serstream.client import DEFAULT_CONNECT
     from serstream.limits import limits_text
+    from serstream.proxy import DEFAULT_PROXY_BIND
     from serstream.replay import ReplayConfig
+    from serstream.view import ViewConfig
 
     cap, rpl = CaptureConfig(), ReplayConfig()
     parser = argparse.ArgumentParser(
@@ -137,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output(run, default="none")
     _add_pipeline(run)
     _add_common(run)
+    c = run.add_argument_group("configuration file")
+    c.add_argument("--config", type=Path, default=None, metavar="FILE.toml",
+                   help="read options from a TOML file: every option above as a key named like its "
+                        "flag (hangover-ms = 300; output = \"json\"); flags on the command line win")
+    c.add_argument("--print-config", action="store_true",
+                   help="print the effective configuration as such a file and exit")
 
     rep = sub.add_parser("replay", help="feed audio files through the pipeline as a simulated microphone")
     rep.add_argument("files", nargs="+", type=Path, metavar="FILE",
@@ -149,13 +181,24 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--wait-subscriber", type=float, default=0.0, metavar="SECONDS",
                      help="wait up to SECONDS (0 to 86400) for a subscriber before replaying, so none misses "
                           "the start")
+    b = rep.add_argument_group("batch results")
+    b.add_argument("--output", dest="rows_file", type=Path, default=None, metavar="FILE.csv|FILE.jsonl",
+                   help="write one row per segment (its final event; .jsonl: the event as published)")
+    b.add_argument("--summary", dest="summary_file", type=Path, default=None, metavar="FILE.csv|FILE.jsonl",
+                   help="write one row per input file: label by duration-weighted probabilities, "
+                        "confidence, every label's probability, segments, duration, error")
+    b.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="score files in N worker processes (each with its own model session; output "
+                        "in input order); needs --speed 0 (default: %(default)s)")
+    b.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="progress on stderr: a live bar on a terminal, otherwise a line every SECONDS "
+                        "(0: at every step); none with --quiet (default: %(default)s)")
     _add_output(rep, default="text")
     _add_pipeline(rep)
     _add_common(rep)
 
     lis = sub.add_parser("listen", help="subscribe to a daemon and print its events")
-    lis.add_argument("--connect", action="append", default=None, metavar="ENDPOINT",
-                     help=f"daemon endpoint, repeatable (default: {DEFAULT_CONNECT})")
+    _add_subscribing(lis, "daemon (or proxy)")
     lis.add_argument("--json", action="store_true",
                      help="print each message as a JSON line, as received, instead of a human-readable line")
     lis.add_argument("--stats", action="store_true", help="also show stats messages")
@@ -164,11 +207,30 @@ def build_parser() -> argparse.ArgumentParser:
     lis.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                      help="exit once SECONDS (0.01 to 1000000) pass without a message: an idle timeout, restarted "
                           "by each message; exit 1 if nothing came at all (default: wait for ever)")
-    lis.add_argument("--curve-server-key", type=Path, default=None, metavar="FILE",
-                     help="the daemon's public key (server.key), for an encrypted daemon")
-    lis.add_argument("--curve-secret", type=Path, default=None, metavar="FILE",
-                     help="this client's secret key (client.key_secret)")
     _add_common(lis)
+
+    view = sub.add_parser("view", help="show a daemon's stream live on a local web page")
+    _add_subscribing(view, "daemon (or proxy)")
+    view.add_argument("--http", default=ViewConfig.http, metavar="HOST:PORT",
+                      help="where to serve the page; loopback unless you choose otherwise, port 0: any "
+                           "free one (default: %(default)s)")
+    view.add_argument("--history", type=float, default=ViewConfig.history_s / 60, metavar="MINUTES",
+                      help="how much of the recent past a page shows when it opens (default: %(default)s)")
+    _add_common(view)
+
+    prx = sub.add_parser("proxy", help="join the streams of several daemons into one endpoint")
+    prx.add_argument("--connect", action="append", required=True, metavar="ENDPOINT",
+                     help="a daemon (or another proxy), repeatable; one that starts later or restarts "
+                          "is picked up")
+    g = prx.add_argument_group("towards subscribers, as a daemon publishes")
+    _add_publishing(g, DEFAULT_PROXY_BIND, DEFAULT_PROXY_BIND)
+    g = prx.add_argument_group("towards encrypted daemons, as `listen` connects")
+    g.add_argument("--daemon-key", action="append", default=None, type=Path, metavar="FILE",
+                   help="the daemons' public key (server.key): once for all, or once per --connect in "
+                        "the same order")
+    g.add_argument("--daemon-secret", type=Path, default=None, metavar="FILE",
+                   help="this proxy's client secret key, allowed by the daemons")
+    _add_common(prx)
 
     keys = sub.add_parser("keys", help="make CurveZMQ key pairs (secret files mode 0600)")
     keys.add_argument("directory", type=Path, metavar="DIR",
@@ -191,11 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------- helpers
+def _output(args: argparse.Namespace) -> str:
+    """What run's and replay's output options ask for: text, json or none."""
+    return args.output or ("text" if args.stats else args.output_default)
+
+
 def _printer(args: argparse.Namespace):
     """The stdout sink that run's and replay's output options ask for, or None."""
     from serstream.render import Printer
 
-    output = args.output or ("text" if args.stats else args.output_default)
+    output = _output(args)
     if output == "none":
         if args.stats:
             raise UserError("--stats prints stats messages: it cannot go with --quiet")
@@ -283,18 +350,37 @@ def _pipeline(args: argparse.Namespace, model, publisher, sinks):
     return pipeline
 
 
-def _publisher(args: argparse.Namespace):
-    from serstream.publish import PublishConfig, Publisher
+def _publish_config(args: argparse.Namespace):
+    from serstream.publish import PublishConfig
     from serstream.security import CurveServer
 
     if args.allow_clients is not None and args.curve_secret is None:
         raise UserError("--allow-clients needs --curve-secret")
     curve = CurveServer.load(args.curve_secret, args.allow_clients) if args.curve_secret else None
-    return Publisher(_build(PublishConfig, bind=args.bind, hwm=args.hwm, curve=curve))
+    return _build(PublishConfig, bind=args.bind, hwm=args.hwm, curve=curve)
 
 
-def _summary(what: str, pipeline) -> None:
-    c = pipeline.counters
+def _publisher(args: argparse.Namespace):
+    from serstream.publish import Publisher
+
+    return Publisher(_publish_config(args))
+
+
+def _subscriber(args: argparse.Namespace, topics: tuple[str, ...]):
+    """listen's and view's subscriber, from their shared options."""
+    from serstream.client import DEFAULT_CONNECT, Subscriber
+    from serstream.security import CurveClient
+
+    if (args.curve_server_key is None) != (args.curve_secret is None):
+        raise UserError("an encrypted daemon needs both --curve-server-key and --curve-secret")
+    curve = CurveClient(args.curve_server_key, args.curve_secret) if args.curve_secret else None
+    try:
+        return Subscriber(args.connect or [DEFAULT_CONNECT], topics=topics, curve=curve)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _summary(what: str, c) -> None:
     log.info("%s: %d segments, %d events%s%s", what, c.segments, c.events,
              f", {c.errors} segments not classified" if c.errors else "",
              f", {c.unprocessed_s:.2f} s of captured audio left unprocessed by the stop"
@@ -304,7 +390,16 @@ def _summary(what: str, pipeline) -> None:
 # ---------------------------------------------------------------------- commands
 def cmd_run(args: argparse.Namespace, stopper: Stopper) -> int:
     from serstream.capture import CaptureConfig, MicSource
+    from serstream.notify import notify
 
+    if args.print_config:
+        from serstream.config_file import render
+
+        args.output = _output(args)
+        sources = f"defaults, then {args.config}, then the command line" if args.config else \
+            "defaults, then the command line"
+        print(render(args, _subcommand("run"), sources), end="")
+        return 0
     stopper.what = "finishing the current segment"
     capture = _build(CaptureConfig, device=args.device, samplerate=args.samplerate, channels=args.channels,
                      blocksize=args.blocksize, source_id=args.source_id)
@@ -317,70 +412,132 @@ def cmd_run(args: argparse.Namespace, stopper: Stopper) -> int:
         pipeline = _pipeline(args, model, publisher, sinks)
         stopper.on_stop(pipeline.cut_short)
         log.info("capturing from %r at %d Hz; Ctrl-C to stop", source.device_name, source.sample_rate)
+        # for systemd (Type=notify): up once the model is loaded, the socket bound and the device open
+        stopper.on_stop(lambda final: final or notify("STOPPING=1", "STATUS=finishing the current segment"))
+        notify("READY=1", f"STATUS=publishing on {publisher.endpoint}, capturing from {source.device_name}")
         pipeline.run(source, stopper.event)
     finally:
         publisher.close()
-    _summary(f"captured {pipeline.stats().stream_s:.1f} s from {source.device_name!r}", pipeline)
+    _summary(f"captured {pipeline.stats().stream_s:.1f} s from {source.device_name!r}", pipeline.counters)
     return 0
 
 
+def _batch_sinks(args: argparse.Namespace, labels: tuple[str, ...]):
+    """Replay's sinks (stdout, --output, --summary, progress), in the order they write."""
+    from serstream.progress import EraseBar, Progress, audio_seconds
+    from serstream.tables import FileSummaries, SegmentRows
+
+    if args.progress_interval < 0:
+        raise UserError("--progress-interval must be >= 0")
+    printer = _printer(args)
+    progress = None
+    if _output(args) != "none":
+        bar = sys.stderr.isatty() and args.log_format == "text"
+        progress = Progress(len(args.files), audio_seconds(args.files), bar=bar, interval=args.progress_interval)
+        if bar:
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(EraseBar(progress))
+    rows = SegmentRows(args.rows_file, labels) if args.rows_file else None
+    try:
+        summary = FileSummaries(args.summary_file, labels) if args.summary_file else None
+    except UserError:
+        if rows is not None:
+            rows.close()
+        raise
+    sinks = [s for s in (printer and (progress.around(printer) if progress else printer), rows, summary) if s]
+    return sinks, rows, summary, progress
+
+
 def cmd_replay(args: argparse.Namespace, stopper: Stopper) -> int:
+    import time
+
     from serstream.decode import STDIN
+    from serstream.parallel import Restamper, score_files
     from serstream.replay import FileSource, ReplayConfig
+    from serstream.tables import check_format
 
     replay = _build(ReplayConfig, speed=args.speed)
     _check_flags(args)
     if sum(str(p) == STDIN for p in args.files) > 1:
         raise UserError("standard input ('-') can be replayed only once")
-    stopper.what = "finishing the current segment"
-    sinks = [p] if (p := _printer(args)) else []
+    if args.jobs < 1:
+        raise UserError("--jobs must be at least 1")
+    if args.jobs > 1 and args.speed != 0:
+        raise UserError("--jobs scores files side by side as fast as they go: use it with --speed 0")
+    for option, path in (("--output", args.rows_file), ("--summary", args.summary_file)):
+        if path is not None:
+            check_format(path, option)
+    stopper.what = "finishing the current segment" if args.jobs == 1 else "ending the files in progress"
     model = _load_model(args)
+    sinks, rows, summary, progress = _batch_sinks(args, model.labels)
     publisher = None if args.no_publish else _publisher(args)
     failed: list[str] = []
-    done = 0
+    done: list[str] = []
+
+    def finished(path: Path, error: str | None, note: str | None = None) -> None:
+        if error is not None:
+            log.error("%s", error)
+        (done if error is None else failed).append(str(path))
+        if summary is not None:
+            summary.end(str(path), error or note)  # a note (stopped early) is not a failure
+
     try:
-        pipeline = _pipeline(args, model, publisher, sinks)
+        # one process follows its progress through the messages; workers report per file done
+        follow = progress is not None and args.jobs == 1
+        pipeline = _pipeline(args, model, publisher, [*sinks, progress] if follow else sinks)
         stopper.on_stop(pipeline.cut_short)
+        counters = pipeline.counters
         if (publisher is not None and args.wait_subscriber > 0
                 and not publisher.wait_for_subscriber(args.wait_subscriber, stopper.event)
                 and not stopper.event.is_set()):
             log.warning("no subscriber after %.1f s; replaying anyway", args.wait_subscriber)
-        for path in args.files:
-            if stopper.event.is_set():
-                break
-            try:
-                source = FileSource(path, sr=model.sample_rate, config=replay)
-            except AudioFileError as exc:
-                log.error("%s", exc)
-                failed.append(str(path))
-                continue
-            except OSError as exc:  # whatever the OS says about one file, the batch goes on
-                log.error("%s: %s", path, exc.strerror or exc)
-                failed.append(str(path))
-                continue
-            pipeline.run(source, stopper.event)
-            if source.error is not None:
-                log.error("%s", source.error)
-                failed.append(str(path))
-            else:
-                done += 1
+        if args.jobs > 1:
+            restamp = Restamper(pipeline.outlet, lambda: time.monotonic() - pipeline.started)
+            on_done = None if progress is None else (lambda r: progress.file_done(r.duration_s))
+            for result in score_files(args.files, args.jobs, model.path, args.threads, pipeline.config, replay,
+                                      stopper.event, on_done=on_done):
+                restamp.send_file(result)
+                stopped = stopper.event.is_set() and result.error is None
+                finished(result.path, result.error, "stopped before the end of the file" if stopped else None)
+            counters = restamp.counters
+        else:
+            for path in args.files:
+                if stopper.event.is_set():
+                    break
+                try:
+                    source = FileSource(path, sr=model.sample_rate, config=replay)
+                except AudioFileError as exc:
+                    source, error = None, str(exc)
+                except OSError as exc:  # whatever the OS says about one file, the batch goes on
+                    source, error = None, f"{path}: {exc.strerror or exc}"
+                else:
+                    pipeline.run(source, stopper.event)
+                    error = None if source.error is None else str(source.error)
+                if progress is not None:
+                    progress.file_done()
+                stopped = source is not None and stopper.event.is_set()
+                finished(path, error, "stopped before the end of the file" if stopped else None)
     finally:
         if publisher is not None:
             publisher.close()
+        for table in (rows, summary):
+            if table is not None:
+                table.close()
+    if progress is not None:
+        progress.finish()
     if failed:
         log.error("%d of %d files failed: %s", len(failed), len(args.files), ", ".join(failed))
-    _summary(f"replayed {done} of {len(args.files)} files", pipeline)
+    _summary(f"replayed {len(done)} of {len(args.files)} files", counters)
     return 1 if failed else 0
 
 
 def cmd_listen(args: argparse.Namespace, stopper: Stopper) -> int:
     import time
 
-    from serstream.client import DEFAULT_CONNECT, Subscriber
+    from serstream.client import DEFAULT_CONNECT
     from serstream.events import EMOTION_TOPIC, STATS_TOPIC, Message
     from serstream.limits import Bound
     from serstream.render import Printer
-    from serstream.security import CurveClient
 
     stopper.what = "stopping"
     problems = [p for p in (
@@ -391,13 +548,7 @@ def cmd_listen(args: argparse.Namespace, stopper: Stopper) -> int:
         raise _flag_error(ValueError("; ".join(problems)))
     topics = (EMOTION_TOPIC, STATS_TOPIC) if args.stats else (EMOTION_TOPIC,)
     printer = Printer(as_json=args.json, stats=args.stats)
-    if (args.curve_server_key is None) != (args.curve_secret is None):
-        raise UserError("an encrypted daemon needs both --curve-server-key and --curve-secret")
-    curve = CurveClient(args.curve_server_key, args.curve_secret) if args.curve_secret else None
-    try:
-        sub = Subscriber(args.connect or [DEFAULT_CONNECT], topics=topics, curve=curve)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    sub = _subscriber(args, topics)
     seen = received = 0
     log.info("listening to %s; Ctrl-C to stop", ", ".join(args.connect or [DEFAULT_CONNECT]))
     idle_until = None if args.timeout is None else time.monotonic() + args.timeout
@@ -442,6 +593,42 @@ LINK_PATIENCE_S = 3.0  # how long listen waits for a working link before saying 
 
 def _link_text(problems: dict[str, str]) -> str:
     return "".join(f"; {endpoint}: {why}" for endpoint, why in problems.items())
+
+
+def cmd_view(args: argparse.Namespace, stopper: Stopper) -> int:
+    from serstream.client import DEFAULT_CONNECT
+    from serstream.events import EMOTION_TOPIC, STATS_TOPIC
+    from serstream.view import ViewConfig
+    from serstream.view.server import ViewServer
+
+    stopper.what = "stopping"
+    try:
+        config = ViewConfig(http=args.http, history_s=args.history * 60)
+    except ValueError as exc:
+        raise UserError(f"--{exc}") from None
+    with _subscriber(args, (EMOTION_TOPIC, STATS_TOPIC)) as sub:
+        server = ViewServer(sub, config)
+        log.info("view of %s on %s ; Ctrl-C to stop", ", ".join(args.connect or [DEFAULT_CONNECT]), server.url)
+        server.serve(stopper.event)
+    return 0
+
+
+def cmd_proxy(args: argparse.Namespace, stopper: Stopper) -> int:
+    from serstream.proxy import Proxy, ProxyConfig
+    from serstream.security import CurveClient
+
+    stopper.what = "stopping"
+    if (args.daemon_key is None) != (args.daemon_secret is None):
+        raise UserError("encrypted daemons need both --daemon-key and --daemon-secret")
+    upstream = tuple(CurveClient(key, args.daemon_secret) for key in args.daemon_key or ())
+    try:
+        config = ProxyConfig(connect=tuple(args.connect), publish=_publish_config(args), upstream=upstream)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    counts = Proxy(config).run(stopper.event)
+    if counts:
+        log.info("forwarded %d messages from %d daemons", counts["from_daemons"], len(args.connect))
+    return 0
 
 
 def cmd_devices(args: argparse.Namespace, stopper: Stopper) -> int:
@@ -566,10 +753,26 @@ COMMANDS = {
     "run": cmd_run,
     "replay": cmd_replay,
     "listen": cmd_listen,
+    "view": cmd_view,
+    "proxy": cmd_proxy,
     "devices": cmd_devices,
     "info": cmd_info,
     "keys": cmd_keys,
 }
+
+
+def _subcommand(name: str, parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    (sub,) = [a for a in (parser or build_parser())._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices[name]
+
+
+def _with_config(parser: argparse.ArgumentParser, argv: list[str] | None, path: Path) -> argparse.Namespace:
+    """The arguments again, with ``path``'s settings as the defaults the flags override."""
+    from serstream.config_file import load
+
+    run = _subcommand("run", parser)
+    run.set_defaults(**load(path, run))
+    return parser.parse_args(argv)
 
 
 def _leave_now(rc: int) -> None:
@@ -583,14 +786,18 @@ def _leave_now(rc: int) -> None:
 
 
 def main(argv: list[str] | None = None, stopper: Stopper | None = None) -> int:
+    from serstream import logs
+
     if stopper is None:
         stopper = Stopper()
         stopper.install()
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = getattr(logging, args.log_level.upper())
-    logging.basicConfig(level=level, format="serstream: %(levelname)s: %(message)s", stream=sys.stderr)
+    logs.setup(args.log_level, args.log_format)
     try:
+        if getattr(args, "config", None) is not None:
+            args = _with_config(parser, argv, args.config)
+            logs.setup(args.log_level, args.log_format)
         rc = COMMANDS[args.command](args, stopper)
         stopper.finished(rc)
         # done and on the way out: a late Ctrl-C must not turn a clean exit into a crash
@@ -607,18 +814,18 @@ def main(argv: list[str] | None = None, stopper: Stopper | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except UserError as exc:
-        if level <= logging.DEBUG:
+        if args.log_level == "debug":
             log.exception("details")
-        print(f"serstream: error: {exc}", file=sys.stderr)
+        logs.error_line(str(exc), args.log_format)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # last resort: one line, traceback only on request
-        if level <= logging.DEBUG:
+        if args.log_level == "debug":
             log.exception("unexpected error")
         first = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"serstream: error: unexpected {type(exc).__name__}: {first} "
-              "(run with --log-level debug for details)", file=sys.stderr)
+        logs.error_line(f"unexpected {type(exc).__name__}: {first} (run with --log-level debug for details)",
+                        args.log_format)
         return 1
 
 

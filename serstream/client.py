@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -34,6 +35,20 @@ MAX_MESSAGE_BYTES = 1 << 20
 # Transport guard only: beyond this libzmq drops the connection (losing what follows),
 # so the real limit is enforced in _parse where a rejection can be reported.
 _TRANSPORT_LIMIT = 64 << 20
+
+
+def _not_json(token: str) -> None:
+    """``NaN``/``Infinity`` are not JSON (a serstream daemon sends null instead): a
+    message carrying them is malformed, rejected rather than handed on."""
+    raise ValueError(f"{token} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float; one too large for a float (``1e999``) would be inf."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of a float's range")
+    return value
 
 
 class Subscriber:
@@ -142,8 +157,8 @@ class Subscriber:
             return self._reject(f"oversized message on {topic_b[:32]!r}: {len(body)} bytes")
         try:
             topic = topic_b.decode()
-            event = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            event = json.loads(body, parse_constant=_not_json, parse_float=_finite)
+        except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
             return self._reject(f"undecodable message on {topic_b[:32]!r}: {exc}")
         if not isinstance(event, dict) or not isinstance(event.get("seq"), int):
             return self._reject(f"message on {topic!r} is not a serstream event")

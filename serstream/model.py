@@ -32,7 +32,7 @@ import numpy as np
 from serstream.errors import ModelError
 from serstream.features import FeatureConfig, FeatureConfigError, FeatureExtractor
 from serstream.limits import MAX_THREADS, Bound, is_int
-from serstream.vad import VadConfig
+from serstream.vad import VAD_RATES, VadConfig
 
 __all__ = [
     "METADATA_KEY",
@@ -151,8 +151,9 @@ class ModelMetadata:
             raise ModelError(f"model sample_rate must be an integer, got {sr!r}")
         if sr != features.sr:
             raise ModelError(f"model sample_rate {sr!r} disagrees with its feature sr {features.sr}")
-        if sr not in (8000, 16000, 32000, 48000):
-            raise ModelError(f"model sample rate {sr} Hz is not one WebRTC VAD supports")
+        if sr not in VAD_RATES:
+            raise ModelError(f"model sample rate {sr} Hz is not one WebRTC VAD supports "
+                             f"({', '.join(map(str, VAD_RATES))} Hz)")
         norm = doc.get("normalisation")
         if not isinstance(norm, dict):
             raise ModelError("model metadata 'normalisation' must be an object with 'mean' and 'std'")

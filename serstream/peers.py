@@ -29,6 +29,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import zmq
@@ -40,6 +41,7 @@ __all__ = ["PeerGuard", "MAX_REFUSED", "MAX_MESSAGE_BYTES", "MONITORED_EVENTS"]
 
 log = logging.getLogger(__name__)
 
+_IN_PROCESS = -1  # inproc:// subscribers carry no fd: one pseudo-connection for them all
 MAX_REFUSED = 100  # refused messages a connection may send before it is cut; a subscriber needs none
 MAX_MESSAGE_BYTES = 512  # largest message a subscriber may send (a subscription is a topic: a few bytes)
 
@@ -71,7 +73,7 @@ class PeerGuard:
     """
 
     def __init__(self, topics: tuple[str, ...] = TOPICS, max_refused: int = MAX_REFUSED,
-                 encrypted: bool = False) -> None:
+                 encrypted: bool = False, on_topic: Callable[[bytes, bool], None] | None = None) -> None:
         self.topics = topics
         self.allowed = frozenset(t.encode()[:i] for t in topics for i in range(len(t) + 1))
         self.max_refused = max_refused
@@ -80,6 +82,10 @@ class PeerGuard:
         self.cut = 0  # connections cut for sending too many of them
         self.handshakes_failed = 0
         self._connections: dict[int, _Connection] = {}
+        # how many connections hold each topic, for on_topic(topic, held): a proxy asks
+        # its daemons for a topic while someone downstream wants it, and only then
+        self._holders: dict[bytes, int] = {}
+        self._on_topic = on_topic
         self._failure: str | None = None  # a handshake failure waiting for its DISCONNECTED event
         self._log = RateLimitedLog(log)
 
@@ -94,15 +100,16 @@ class PeerGuard:
         data = frame.bytes
         fd = _source_fd(frame)
         if data[:1] in (b"\x00", b"\x01") and data[1:] in self.allowed:
-            subscribe = data[0] == 1
+            subscribe, topic = data[0] == 1, data[1:]
             # manual mode: this applies it to the connection the notification came from
-            sock.setsockopt(zmq.SUBSCRIBE if subscribe else zmq.UNSUBSCRIBE, data[1:])
-            if fd is not None and not (conn := self._connection(fd)).gone:
-                topics = conn.topics
-                if subscribe:
-                    topics.add(data[1:])
-                else:
-                    topics.discard(data[1:])
+            sock.setsockopt(zmq.SUBSCRIBE if subscribe else zmq.UNSUBSCRIBE, topic)
+            conn = self._connection(fd if fd is not None else _IN_PROCESS)
+            if not conn.gone and subscribe and topic not in conn.topics:
+                conn.topics.add(topic)
+                self._held(topic, +1)
+            elif not conn.gone and not subscribe and topic in conn.topics:
+                conn.topics.discard(topic)
+                self._held(topic, -1)
             return
         if fd is None:
             return  # libzmq's own unsubscriptions for a connection that has ended
@@ -121,8 +128,14 @@ class PeerGuard:
     def _connection(self, fd: int) -> _Connection:
         conn = self._connections.get(fd)
         if conn is None:  # its ACCEPTED event is still on the way
-            conn = self._connections[fd] = _Connection(_peer_address(fd))
+            conn = self._connections[fd] = _Connection(_peer_address(fd) if fd != _IN_PROCESS else "inproc")
         return conn
+
+    def _held(self, topic: bytes, change: int) -> None:
+        before = self._holders.get(topic, 0)
+        self._holders[topic] = before + change
+        if self._on_topic is not None and (before == 0) != (before + change == 0):
+            self._on_topic(topic, before == 0)
 
     # ------------------------------------------------------------------ monitor
     def on_event(self, event: int, value: int) -> None:
@@ -142,11 +155,14 @@ class PeerGuard:
             conn = self._connections.get(value)
             if conn is not None:
                 conn.gone = True
+                for topic in conn.topics:
+                    self._held(topic, -1)
                 conn.topics.clear()
             if self._failure is not None:  # libzmq reports a failure, then the end of its connection
                 address = conn.address if conn else ""
+                # (a connection refused at once can be gone before its address was read)
                 self._log(("handshake", _host(address), self._failure), "refused a connection from %s: %s",
-                          address or "a peer", self._failure)
+                          address or "a peer gone before its address could be read", self._failure)
                 self._failure = None
 
     def _why(self, event: int, value: int) -> str:

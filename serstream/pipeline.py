@@ -147,10 +147,12 @@ class Pipeline:
         publisher: Publisher | None,
         config: PipelineConfig | None = None,
         sinks: list[Sink] | None = None,
+        outlet: Outlet | None = None,
     ) -> None:
         self.model = model
         self.config = config or PipelineConfig()
-        self.outlet = Outlet(publisher, sinks)
+        # another outlet: a worker process hands its bodies to the parent, which stamps them
+        self.outlet = outlet or Outlet(publisher, sinks)
         self.sr = model.sample_rate
         self.segmenter = Segmenter(self.config.vad, self.sr)
         self.framer = Framer(self.segmenter.frame_length)

@@ -13,7 +13,9 @@ counted. That work must go on however busy the pipeline is (a model call can tak
 second), so one thread owns the socket and does nothing else: it forwards what the
 pipeline sends it over an in-process pipe, applies or refuses subscriptions, and reads
 the socket monitor, a bounded batch of each per turn, so neither a flood of
-subscriptions nor a burst of events can starve the other.
+subscriptions nor a burst of events can starve the other. For ``serstream proxy`` it also
+relays an upstream XSUB socket: what the daemons send is published as it is, and up goes
+a subscription to each topic someone holds here.
 """
 
 from __future__ import annotations
@@ -94,14 +96,22 @@ class Publisher:
     """The daemon's publishing socket; :meth:`send` is called from one thread (the
     pipeline's), the socket itself lives on the publisher's thread."""
 
-    def __init__(self, config: PublishConfig, context: zmq.Context | None = None) -> None:
+    def __init__(self, config: PublishConfig, context: zmq.Context | None = None,
+                 upstream: zmq.Socket | None = None) -> None:
+        """``upstream``: an XSUB socket, connected (``serstream proxy``): what it receives is
+        published as it is, and it is subscribed to each topic while a subscriber here
+        holds it. From now on only the publisher's thread uses it; its owner closes it
+        after :meth:`close`."""
         self.config = config
+        self._upstream = upstream
+        self.forwarded = 0  # messages from upstream published here
         # a context of its own: its ZAP handler is this publisher's, and closing it
         # waits (up to linger_ms) until what was sent is on the wire
         self._own_context = context is None
         self._ctx = context or zmq.Context()
         self.unsent = 0  # messages the publisher thread could not take: it was stuck
-        self.guard = PeerGuard(encrypted=config.curve is not None)
+        self.guard = PeerGuard(encrypted=config.curve is not None,
+                               on_topic=None if upstream is None else self._ask_upstream)
         sock = self._ctx.socket(zmq.XPUB)
         sock.setsockopt(zmq.SNDHWM, config.hwm)
         sock.setsockopt(zmq.LINGER, config.linger_ms)
@@ -201,8 +211,9 @@ class Publisher:
     # ------------------------------------------------------------------ publisher thread
     def _serve(self, sock: zmq.Socket, monitor: zmq.Socket) -> None:
         poller = zmq.Poller()
-        for s in (self._inbox, sock, monitor, self._stop_in):
-            poller.register(s, zmq.POLLIN)
+        for s in (self._inbox, sock, monitor, self._stop_in, self._upstream):
+            if s is not None:
+                poller.register(s, zmq.POLLIN)
         try:
             while True:
                 ready = dict(poller.poll())
@@ -212,6 +223,8 @@ class Publisher:
                     self._subscriptions(sock)
                 if self._inbox in ready:
                     self._forward(sock, _BATCH)
+                if self._upstream is not None and self._upstream in ready:
+                    self._relay(sock, self._upstream)
                 if self._stop_in in ready:
                     self._forward(sock, None)  # everything the pipeline sent before closing
                     break
@@ -230,6 +243,20 @@ class Publisher:
                 return
             sock.send_multipart(parts, flags=zmq.NOBLOCK)  # XPUB drops per subscriber, never blocks
             n += 1
+
+    def _relay(self, sock: zmq.Socket, upstream: zmq.Socket) -> None:
+        for _ in range(_BATCH):
+            try:
+                parts = upstream.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+            self.forwarded += 1
+
+    def _ask_upstream(self, topic: bytes, wanted: bool) -> None:
+        """The guard's word: someone here holds ``topic`` now (or no one does any more)."""
+        assert self._upstream is not None
+        self._upstream.send((b"\x01" if wanted else b"\x00") + topic)
 
     def _subscriptions(self, sock: zmq.Socket) -> None:
         for _ in range(_BATCH):

@@ -49,8 +49,9 @@ class Stopper:
     start-up is handled like any other, never a traceback.
     """
 
-    def __init__(self, what: str = "exiting") -> None:
+    def __init__(self, what: str = "exiting", signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> None:
         self.what = what
+        self.signals = signals
         self.event = threading.Event()
         self.signalled_at: float | None = None
         self._hooks: list[StopHook] = []
@@ -63,7 +64,7 @@ class Stopper:
         r, w = os.pipe()
         os.set_blocking(w, False)
         signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-        for sig in STOP_SIGNALS:
+        for sig in self.signals:
             # the Python-level handler has nothing left to do, but it must exist: it is
             # what keeps the C-level handler (which writes the wakeup fd) installed, and
             # SIGINT from raising KeyboardInterrupt in the middle of anything
@@ -98,7 +99,7 @@ class Stopper:
             except InterruptedError:
                 continue
             for signum in data:
-                if signum in STOP_SIGNALS:
+                if signum in self.signals:
                     self._signalled(signum)
 
     def _signalled(self, signum: int) -> None:

@@ -8,7 +8,7 @@ A frame is voiced when WebRTC VAD calls it speech *and* the level gate
 (:mod:`serstream.gate`) finds it above digital silence and above the noise floor.
 States: *idle* (keeping a pre-roll of recent audio) and *in speech*. Idle turns into
 speech when at least ``start_ms`` of the last ``start_window_ms`` are voiced; speech
-ends once ``hangover_ms`` pass with (almost) no voiced frame. A segment spans from
+ends once ``hangover_ms`` pass without a voiced frame. A segment spans from
 ``speech_pad_ms`` before its first voiced frame to ``speech_pad_ms`` after its last
 one. Segments shorter than ``min_speech_ms`` of voiced span are dropped (clicks,
 coughs); at ``max_speech_ms`` a segment is closed and a new one starts at once, so

@@ -100,6 +100,7 @@ class Lines:
             return self._cond.wait_for(lambda: any(needle in ln for ln in self.lines), timeout)
 
     def text(self) -> str:
+        """Everything, once the stream has ended."""
         self._thread.join(timeout=10)
         return "".join(self.lines)
 
@@ -107,6 +108,10 @@ class Lines:
         """The lines read after monotonic time ``t`` (call :meth:`text` first to have them all)."""
         with self._cond:
             return [ln for ln, at in zip(self.lines, self.arrived, strict=True) if at > t]
+
+    def text_so_far(self) -> str:
+        with self._cond:
+            return "".join(self.lines)
 
 
 def assert_one_line_error(stderr: str, *needles: str) -> None:
@@ -133,3 +138,23 @@ def collect(sub, proc: subprocess.Popen, limit: float = 120) -> list[dict]:
         elif proc.poll() is not None:
             return got + list(sub.events(timeout=0.5))
     raise AssertionError(f"publisher still running after {limit} s")
+
+
+def hearing(sub, timeout: float = 60, after: int = 0, seen: list | None = None) -> dict:
+    """The first stats message showing that a ``run`` daemon's microphone delivers audio
+    (frames captured beyond ``after``): only then is a clip played into it heard. The
+    device reads "ok" as soon as it is opened, and under load PortAudio can take a few
+    seconds more to deliver its first block; a clip played meanwhile is lost. Messages
+    received on the way are appended to ``seen``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ev = sub.recv(timeout=0.5)
+        if ev is None:
+            continue
+        if seen is not None:
+            seen.append(ev)
+        if ev["topic"] == "stats" and ev["device"] == "ok" and ev["frames_captured"] > after:
+            return ev
+    raise AssertionError(f"the daemon heard nothing from its microphone for {timeout} s")

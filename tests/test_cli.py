@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,8 +15,9 @@ import time
 import pytest
 
 from messages import event
-from procs import EXAMPLES, ROOT, Lines, free_endpoint, serstream, spawn
+from procs import EXAMPLES, ROOT, Lines, free_endpoint, hearing, serstream, spawn
 from serstream.cli import build_parser
+from serstream.client import Subscriber
 from serstream.events import Stamper
 from serstream.pipeline import PipelineConfig
 from serstream.publish import PublishConfig, Publisher
@@ -46,7 +48,7 @@ def test_every_option_says_what_it_does_and_defaults_come_from_the_configuration
         for action in p._actions:
             assert action.help, f"{name} {action.option_strings or action.dest}: no help text"
     replay = _subparsers()["replay"]
-    text = replay.format_help()
+    text = " ".join(replay.format_help().split())  # argparse wraps lines where it likes
     assert f"(default: {PublishConfig().hwm})" in text
     assert f"(default: {PipelineConfig().stats_interval})" in text
     assert PublishConfig.bind in text
@@ -74,6 +76,26 @@ def test_info_shows_every_figure_of_a_shipped_model(name):
     for corpus in ("cremad", "ravdess", "savee", "tess"):
         assert f"test_metrics.{corpus}" in r.stdout  # one line each: none cut off
     assert all(len(line) < 260 for line in r.stdout.splitlines())
+
+
+def test_info_marks_what_it_cuts(tmp_path):
+    """A long value is cut on its line with a mark saying how much is left out, and a
+    multi-line one shows its first line and how many more: --json has them whole."""
+    from dataclasses import replace
+
+    from tiny_model import build, metadata
+
+    long_value = "figure " * 60 + "THE-END"
+    licence = "first line of a licence\nsecond\nthird"
+    path = build(tmp_path / "m.onnx", replace(metadata(), provenance={"notes": long_value, "licence": licence}))
+    r = serstream("info", path)
+    assert r.returncode == 0, r.stderr
+    rows = {ln.split(None, 1)[0]: ln.split(None, 1)[1] for ln in r.stdout.splitlines()}
+    m = re.fullmatch(r"(.*)… \(\+(\d+) chars, see --json\)", rows["notes"])
+    assert m and long_value.startswith(m[1]) and len(m[1]) + int(m[2]) == len(long_value), rows["notes"]
+    assert rows["licence"] == "first line of a licence (+2 lines, see --json)"
+    full = json.loads(serstream("info", path, "--json").stdout)["provenance"]
+    assert full == {"notes": long_value, "licence": licence}
 
 
 def test_listen_timeout_is_an_idle_timeout():
@@ -111,6 +133,25 @@ def test_replay_prints_a_summary_at_exit(tiny):
     r = serstream("replay", "--model", tiny, "--speed", "0", "--no-publish", "--quiet", CLIP)
     assert r.returncode == 0 and r.stdout == ""
     assert "replayed 1 of 1 files: 1 segments" in r.stderr
+
+
+def test_run_prints_a_summary_at_exit(virtual_mic, tiny):
+    """Like replay, run says on stderr what it did when it exits: how much audio it
+    captured from which device, and the segments and events it found in it."""
+    ep = free_endpoint()
+    daemon = spawn("run", "--model", tiny, "--bind", ep, "--stats-interval", "0.3")
+    err = Lines(daemon.stderr)
+    with Subscriber(ep, topics=("stats",)) as sub:
+        hearing(sub)
+    virtual_mic.play(CLIP).wait(timeout=60)
+    daemon.send_signal(signal.SIGINT)  # the segment in progress, if any, is closed and counted
+    daemon.wait(timeout=60)
+    text = err.text()
+    assert daemon.returncode == 0, text
+    (summary,) = [ln for ln in text.splitlines() if "captured" in ln]
+    m = re.search(r"captured (\d+\.\d) s from '([^']+)': (\d+) segments, (\d+) events", summary)
+    assert m, summary
+    assert float(m[1]) > 0 and int(m[3]) >= 1 and int(m[4]) >= int(m[3]), summary
 
 
 def test_quiet_and_stats_contradict(tiny):

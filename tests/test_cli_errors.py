@@ -144,6 +144,17 @@ def test_bad_model_is_refused(tmp_path, case, needle):
         assert_one_line_error(r.stderr, needle)
 
 
+def test_a_model_at_a_rate_the_vad_cannot_take_is_refused(tmp_path):
+    """The rates are WebRTC VAD's own list (serstream.vad.VAD_RATES), named in the error."""
+    from serstream.features import FeatureConfig
+    from serstream.vad import VAD_RATES
+
+    path = build(tmp_path / "22k.onnx", metadata(FeatureConfig(sr=22050)))
+    r = serstream("info", path)
+    assert r.returncode == 2, r.stdout
+    assert_one_line_error(r.stderr, "22050 Hz is not one WebRTC VAD supports", ", ".join(map(str, VAD_RATES)))
+
+
 def test_busy_port(tiny):
     ep = free_endpoint()
     host, port = ep[len("tcp://"):].split(":")

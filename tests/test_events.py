@@ -16,7 +16,16 @@ import jsonschema
 import pytest
 
 from messages import event, mic_health, stats
-from procs import EXAMPLES, ROOT, assert_one_line_error, collect, free_endpoint, serstream, spawn
+from procs import (
+    EXAMPLES,
+    ROOT,
+    assert_one_line_error,
+    collect,
+    free_endpoint,
+    hearing,
+    serstream,
+    spawn,
+)
 from serstream.client import Subscriber
 from serstream.events import (
     SCHEMA_VERSION,
@@ -90,11 +99,7 @@ def test_run_on_the_virtual_microphone(virtual_mic, tiny):
     received: list[dict] = []
     try:
         with Subscriber(ep, topics=("emotion", "stats")) as sub:
-            deadline = time.monotonic() + 60
-            while not any(m["topic"] == "stats" for m in received):
-                assert time.monotonic() < deadline, "daemon never sent stats"
-                if (ev := sub.recv(timeout=0.5)) is not None:
-                    received.append(ev)
+            hearing(sub, seen=received)
             virtual_mic.play(EXAMPLES / "sad_savee_DC_sa01.wav").wait(timeout=60)
             deadline = time.monotonic() + 30
             while not any(m["topic"] == "emotion" and m["final"] for m in received):
@@ -156,3 +161,37 @@ def test_readme_event_example_is_a_valid_message():
     sample = json.loads(block)
     _valid([sample])
 
+
+
+def test_a_received_nan_is_rejected_never_printed():
+    """NaN/Infinity tokens and numbers beyond a float (1e999) are not JSON: whoever sent
+    them, a subscriber skips the message (counted in ``rejected``) and ``listen --json``
+    goes on printing only valid messages, instead of dying on them."""
+
+    from serstream.publish import PublishConfig, Publisher
+
+    ep = free_endpoint()
+    pub = Publisher(PublishConfig(bind=ep))
+    stamper = Stamper()
+    good = stamper.stamp(event(0, confidence=0.5))
+    bad = [good.data.replace(b'"confidence":0.5', token) for token in (b'"confidence":NaN',
+                                                                       b'"confidence":-Infinity',
+                                                                       b'"confidence":1e999')]
+    assert all(b != good.data for b in bad)
+    listener = spawn("listen", "--connect", ep, "--json", "--count", "1", "--timeout", "60")
+    try:
+        with Subscriber(ep) as sub:
+            deadline = time.monotonic() + 60
+            while pub.subscriptions < 2:  # the listener and this subscriber
+                assert time.monotonic() < deadline, "the subscribers never subscribed"
+                time.sleep(0.05)
+            for data in bad:
+                pub._outbox.send_multipart([b"emotion", data])  # straight onto the wire, unstamped
+            pub.send(good)
+            got = list(sub.events(timeout=5))
+        out, err = listener.communicate(timeout=60)
+    finally:
+        pub.close()
+    assert [e["seq"] for e in got] == [0] and sub.rejected == len(bad)
+    assert listener.returncode == 0, err
+    assert _valid(_lines(out)) == [json.loads(good.data)]

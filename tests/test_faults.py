@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from procs import EXAMPLES, collect, free_endpoint, spawn
+from procs import EXAMPLES, collect, free_endpoint, hearing, spawn
 from serstream.client import Subscriber
 from serstream.decode import load_audio
 from serstream.vad import segments
@@ -82,6 +82,7 @@ def test_microphone_pulled_out_and_back(virtual_mic, tiny):
             back = _next(sub, lambda e: _is_stats(e) and e["device"] == "ok" and e["reconnects"] >= 1, 60)
             assert back, "capture did not resume when the device came back"
             assert back["lost_for_s"] is None
+            hearing(sub, after=back["frames_captured"])  # reopened, and delivering again
             virtual_mic.play(EXAMPLES / "sad_savee_DC_sa01.wav").wait(timeout=60)
             final = _next(sub, lambda e: e["topic"] == "emotion" and e["final"], 30)
             assert final, "no event after the device came back"

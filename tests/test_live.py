@@ -9,7 +9,7 @@ import time
 import numpy as np
 import soundfile as sf
 
-from procs import EXAMPLES, free_endpoint, spawn
+from procs import EXAMPLES, free_endpoint, hearing, spawn
 from serstream.client import Subscriber
 from serstream.decode import load_audio
 
@@ -44,7 +44,7 @@ def test_live_capture_publishes_final_event(virtual_mic, tiny):
     daemon = spawn("run", "--model", tiny, "--bind", ep, "--stats-interval", "0.5")
     try:
         with Subscriber(ep, topics=("emotion", "stats")) as sub:
-            first = _wait_stats(sub, timeout=60)
+            first = hearing(sub)
             assert first["source"].startswith("mic:")
             played_at = time.time()
             virtual_mic.play(clip).wait(timeout=60)
@@ -79,7 +79,7 @@ def test_sigint_finishes_segment_in_progress(virtual_mic, tiny, tmp_path):
     daemon = spawn("run", "--model", tiny, "--bind", ep, "--stats-interval", "0.5",
                    "--partial-interval-ms", "0", "--hangover-ms", "2000")
     with Subscriber(ep, topics=("emotion", "stats")) as sub:
-        _wait_stats(sub, timeout=60)
+        hearing(sub)
         player = virtual_mic.play(long_clip)
         # mid-speech, as the daemon itself reports it, and long enough into it (by its
         # stream clock) to be a segment rather than a click (min_speech_ms = 250)
@@ -111,7 +111,7 @@ def test_device_at_another_rate_is_resampled(virtual_mic, tiny):
     daemon = spawn("run", "--model", tiny, "--bind", ep, "--stats-interval", "0.5", "--samplerate", "44100")
     try:
         with Subscriber(ep, topics=("emotion", "stats")) as sub:
-            first = _wait_stats(sub, timeout=60)
+            first = hearing(sub)
             assert first["device_samplerate"] == 44100
             virtual_mic.play(clip).wait(timeout=60)
             finals, stats = _finals(sub, 1, timeout=30)

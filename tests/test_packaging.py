@@ -71,6 +71,11 @@ def test_wheel_holds_the_shipped_models_and_no_train(wheel):
     packaged = sorted(n.removeprefix("serstream/models/") for n in names if n.startswith("serstream/models/"))
     assert packaged == shipped  # every model and card, and not the data split
     assert "serstream/schema/event.schema.json" in names
+    # serstream view's page and the chart library it draws with, with its licence
+    static = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "serstream" / "view" / "static").rglob("*")
+                    if p.is_file())
+    assert {"serstream/view/static/index.html", "serstream/view/static/vendor/uplot/LICENSE"} <= set(static)
+    assert [f for f in static if f not in names] == []
 
 
 def test_installed_wheel_finds_its_model_away_from_the_checkout(wheel, tmp_path):

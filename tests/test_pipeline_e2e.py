@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -152,3 +153,31 @@ def test_listen_prints_events_from_replay(tiny):
     assert listener.returncode == 0, err
     events = [json.loads(x) for x in out.splitlines()]
     assert len(events) == 2 and all(e["type"] == "emotion" for e in events)
+
+
+def test_asking_for_stats_changes_nothing(tiny):
+    """Pipeline.stats() is a reading: asked for twice in the middle of a replay it gives
+    the same input level twice, and the stats message sent later still covers the audio
+    since the previous one. Only publishing a stats message starts the level meter over."""
+    from serstream.pipeline import Pipeline, PipelineConfig
+
+    model = EmotionModel(tiny)
+    readings: list[tuple] = []
+    sent: list = []
+
+    def sink(message):
+        sent.append(message)
+        if message.topic == "emotion" and not readings:  # mid-replay, audio since the last stats
+            readings.extend(pipeline.stats() for _ in range(2))
+
+    # no stats message before the end of the file: the level covers the whole clip
+    pipeline = Pipeline(model, None, PipelineConfig(stats_interval=3600.0), sinks=[sink])
+    clip = EXAMPLES / "sad_savee_DC_sa01.wav"
+    pipeline.run(FileSource(clip, sr=model.sample_rate, config=ReplayConfig(speed=0)), threading.Event())
+    first, second = readings
+    assert first.level_rms_dbfs is not None and first.level_peak_dbfs is not None
+    assert (second.level_rms_dbfs, second.level_peak_dbfs) == (first.level_rms_dbfs, first.level_peak_dbfs)
+    (final_stats,) = [m.payload for m in sent if m.topic == "stats"]
+    assert final_stats["level_rms_dbfs"] is not None
+    assert final_stats["level_peak_dbfs"] >= first.level_peak_dbfs  # the peak of the whole clip
+    assert pipeline.stats().level_rms_dbfs is None  # publishing it started the meter over

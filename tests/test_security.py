@@ -220,7 +220,9 @@ def test_refused_handshakes_are_counted_and_logged_once_per_peer(keys, tiny):
     lines = stderr.splitlines()
     for needle in ("is not in --allow-clients", "did not decrypt", "does not use CurveZMQ"):
         said = [ln for ln in lines if needle in ln]
-        assert len(said) == 1, (needle, stderr)
+        # once for the peer, not once per retry; a connection refused at once may be gone before
+        # its address was read, and that one is said apart
+        assert 1 <= len(said) <= 2 and len(set(said)) == len(said), (needle, stderr)
     assert "127.0.0.1" in [ln for ln in lines if "is not in --allow-clients" in ln][0]
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from procs import EXAMPLES, Lines, free_endpoint, spawn
+from procs import EXAMPLES, Lines, free_endpoint, hearing, spawn
 from serstream.client import Subscriber
 from serstream.decode import load_audio
 from tiny_model import build_heavy, build_slow
@@ -98,11 +98,7 @@ def test_a_stop_signal_ends_a_live_run_however_far_behind(virtual_mic, speech, s
     err = Lines(daemon.stderr)
     got: list[dict] = []
     with Subscriber(ep, topics=("emotion", "stats")) as sub:
-        deadline = time.monotonic() + 60
-        while not any(m["topic"] == "stats" for m in got) and time.monotonic() < deadline:
-            if (m := sub.recv(timeout=0.5)) is not None:
-                got.append(m)
-        assert got, "daemon never ready:\n" + err.text()
+        hearing(sub, seen=got)  # the microphone delivers: a clip played now is heard
         virtual_mic.play(speech)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -164,3 +160,26 @@ def test_a_second_signal_exits_at_once(speech, tmp_path):
     proc.wait(timeout=60)
     stderr = err.text()
     assert proc.returncode == 130 and "second signal, exiting now" in stderr, stderr
+
+
+def test_a_stop_ends_a_replay_with_worker_processes_too(speech, slow, tmp_path):
+    """replay --jobs 2: the parent starts no other file and has each worker end its own
+    at once (each of these files would take minutes), exit 0."""
+    summary = tmp_path / "files.csv"
+    proc = spawn("replay", "--model", slow, "--no-publish", "--json", "--speed", "0", "--jobs", "2",
+                 "--partial-interval-ms", "100", "--summary", summary, speech, speech, speech, speech)
+    err = Lines(proc.stderr)
+    assert err.wait_for("model slow-test", 120), err.text()
+    time.sleep(15)  # the workers start (each loads its own model) and are deep in their first files
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    took = time.monotonic() - t0
+    stderr = err.text()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and "unexpected" not in stderr, stderr
+    rows = summary.read_text().splitlines()[1:]
+    # the files begun (and any already handed to a worker), each stopped; none scored to its end
+    assert rows and all(r.endswith("stopped before the end of the file") for r in rows), rows
+    assert any(int(r.split(",")[-4]) > 0 for r in rows), rows  # segments closed with their finals
+    assert took < 30, f"exit took {took:.1f} s"  # a file alone is minutes of work for this model

@@ -63,7 +63,7 @@ def test_train_features_equal_serving_features(tmp_path, data_dir):
     clips = list(first.values())
     assert len(clips) == 4
     for attempt in range(2):  # the second pass reads both caches from disk
-        cache = AudioCache(tmp_path / "cache", VadConfig())
+        cache = AudioCache(tmp_path / "cache", VadConfig(), FeatureConfig().sr)
         ok, audio = cache.trimmed(clips)
         train_side = cache.features(ok, audio, FeatureConfig())
         for c, f in zip(ok, train_side, strict=True):

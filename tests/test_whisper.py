@@ -17,7 +17,7 @@ from serstream.model import EmotionModel
 from train.corpora import LABELS
 from train.ct2_format import read_model_bin
 from train.fit_whisper import WHISPER_FEATURES, WHISPER_NORM, export_graph, max_difference
-from train.head import EmotionHead, WhisperEmotion
+from train.head import EmotionHead, HeadEnsemble, WhisperEmotion
 from train.whisper import WEIGHTS, WhisperEncoder, load_weights, model_bin_bytes, package_file
 
 
@@ -98,9 +98,10 @@ def test_truncated_encoder_is_the_full_one_cut(weights):
 @pytest.fixture(scope="module")
 def served_graph(tmp_path_factory, weights):
     torch.manual_seed(0)
-    head = EmotionHead((1, 2), 512, len(LABELS), hidden=32).eval()
-    head.scale.fill_(5.0)
-    model = WhisperEmotion(WhisperEncoder.from_ct2(weights, 2), head).eval()
+    heads = [EmotionHead((1, 2), 512, len(LABELS), hidden=32) for _ in range(2)]
+    for head in heads:
+        head.scale.fill_(5.0)
+    model = WhisperEmotion(WhisperEncoder.from_ct2(weights, 2), HeadEnsemble(heads)).eval()
     return model, export_graph(model, tmp_path_factory.mktemp("g") / "w.onnx")
 
 
@@ -128,8 +129,8 @@ def test_short_whisper_fit_produces_a_model_the_daemon_serves(tmp_path, data_dir
     from train.fit_whisper import WhisperConfig
     from train.prepare import DataConfig
 
-    cfg = FitConfig(kind="whisper", name="tiny-whisper", data=DataConfig(limit=6), seen_speakers=False,
-                    whisper=WhisperConfig(epochs=2, layers=(1, 2), hidden=32))
+    cfg = FitConfig(kind="whisper", name="tiny-whisper", data=DataConfig(limit=6), seen_speakers=False, cv_folds=2,
+                    whisper=WhisperConfig(epochs=2, layers=(1, 2), hidden=32, heads=2))
     card = fit(data_dir, tmp_path / "out", tmp_path / "cache", cfg)
     out = tmp_path / "out"
     for suffix in (".onnx", ".json", ".md", ".split.json", ".confusion.png"):
@@ -139,6 +140,9 @@ def test_short_whisper_fit_produces_a_model_the_daemon_serves(tmp_path, data_dir
     assert set(details["precision_comparison"]) == {"fp32", "int8"}
     assert set(details["layer_probe"]) == {str(i) for i in range(7)}
     assert details["encoder_cache_wall_s"] > 0 and details["head_fit_wall_s"] > 0
+    assert details["heads"] == 2
+    cv = details["cross_validation"]
+    assert cv["folds"] == 2 and set(cv["by_epoch"]) == {1, 2} and 0 <= cv["final_mean"] <= 1
     model = EmotionModel(out / "tiny-whisper.onnx")
     assert model.labels == LABELS and model.meta.features.kind == "log_mel"
     assert model.meta.max_frames == 3000

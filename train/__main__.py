@@ -18,7 +18,7 @@ def fit_config(args: argparse.Namespace):
     from train.prepare import DataConfig
 
     cfg = FitConfig(kind=args.kind, name=args.name or ("serstream-whisper" if args.kind == "whisper" else "serstream-fast"),
-                    data=DataConfig(limit=args.limit), seen_speakers=not args.no_seen)
+                    data=DataConfig(limit=args.limit), seen_speakers=not getattr(args, "no_seen", False))
     whisper, cnn = cfg.whisper, cfg.cnn
     if args.epochs is not None:
         whisper, cnn = replace(whisper, epochs=args.epochs), replace(cnn, epochs=args.epochs)
@@ -27,8 +27,10 @@ def fit_config(args: argparse.Namespace):
             whisper = replace(whisper, layers=tuple(int(x) for x in args.layers.split(",")))
         except ValueError as exc:
             raise ValueError(f"--layers: {exc}") from None
-    if args.quantize:
+    if getattr(args, "quantize", None):
         whisper = replace(whisper, quantize=args.quantize)
+    if args.heads is not None:
+        whisper = replace(whisper, heads=args.heads)
     return replace(cfg, whisper=whisper, cnn=cnn)
 
 
@@ -45,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--epochs", type=int, default=None)
     f.add_argument("--limit", type=int, default=None, help="clips per corpus (quick runs)")
     f.add_argument("--layers", default=None, help="whisper: hidden states the head reads, e.g. 1,2,3,4")
+    f.add_argument("--heads", type=int, default=None, help="whisper: heads trained from different seeds, averaged")
     f.add_argument("--quantize", choices=["auto", "int8", "fp32"], default=None,
                    help="whisper: int8 matrix products (auto: if validation holds)")
     f.add_argument("--no-seen", action="store_true", help="skip scoring the training clips (seen speakers)")
@@ -56,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--cache", type=Path, default=Path(".cache"))
     e.add_argument("--split", type=Path, default=None, help="score only one part of this split file")
     e.add_argument("--part", default="test", choices=["train", "val", "test"])
+    c = sub.add_parser("cv", help="whisper: speaker-grouped cross-validation of a head on the training speakers")
+    c.add_argument("--data", type=Path, required=True)
+    c.add_argument("--cache", type=Path, default=Path(".cache"))
+    c.add_argument("--folds", type=int, default=4)
+    c.add_argument("--layers", default=None, help="hidden states the head reads, e.g. 2,3,4")
+    c.add_argument("--heads", type=int, default=None)
+    c.add_argument("--epochs", type=int, default=None)
+    c.add_argument("--limit", type=int, default=None, help="clips per corpus (quick runs)")
     d = sub.add_parser("eda", help="plots that motivate the design (PNG)")
     d.add_argument("--data", type=Path, required=True)
     d.add_argument("--out", type=Path, default=Path("reports"))
@@ -69,6 +80,15 @@ def main(argv: list[str] | None = None) -> int:
             from train.fit import fit
 
             fit(args.data, args.out, args.cache, fit_config(args))
+        elif args.command == "cv":
+            from train.fit import cross_validation
+
+            args.kind, args.name = "whisper", None
+            result = cross_validation(args.data, args.cache, fit_config(args), args.folds)
+            for epoch, accs in result["by_epoch"].items():
+                if epoch % 10 == 0 or epoch == result["epochs"]:
+                    print(f"epoch {epoch:3d}  " + "  ".join(f"{c} {a:.3f}" for c, a in accs.items()))
+            print(json.dumps({k: v for k, v in result.items() if k != "by_epoch"}))
         elif args.command == "evaluate":
             from train.evaluate import evaluate_model, plot_confusion
 

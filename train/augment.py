@@ -6,8 +6,8 @@ clip) are computed once as cached variants of each training clip.
 
 Note on what reaches the model: polarity inversion leaves a power spectrum, hence the
 MFCCs, exactly unchanged, and gain only moves c0 (up to top_db clipping). They are
-kept because the issue asks for them and they cost nothing; noise, stretch and pitch
-are the ones that change the features.
+kept because they cost nothing; noise, stretch and pitch are the ones that change the
+features.
 
 Known bias: librosa's phase vocoder leaves stretched / shifted clips about 3-4 dB lower
 in RMS than their originals (phase incoherence), i.e. c0 a little lower in the cached

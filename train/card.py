@@ -80,7 +80,12 @@ def _whisper(card: dict) -> str:
     cfg = d["config"]
     aug = cfg["augment"]
     deepest = max(cfg["layers"])
-    weights = ", ".join(f"{k}: {v:.2f}" for k, v in d["layer_weights"].items())
+    cv = d.get("cross_validation")
+    cv_line = ("" if not cv else
+               f"\nSpeaker-grouped {cv['folds']}-fold cross-validation of this head on the *training* speakers "
+               f"(TESS: words; `python -m train cv`): "
+               + ", ".join(f"{c} {a:.1%}" for c, a in cv["final"].items())
+               + f" (mean {cv['final_mean']:.1%}).")
     probe = "\n".join(
         f"| {k} | {'after the convolutions' if k == '0' else f'after block {k}'} | {v['val']:.1%} | "
         + ", ".join(f"{c} {a:.1%}" for c, a in v["val_corpora"].items()) + " |"
@@ -98,9 +103,10 @@ OpenAI's Whisper **base** encoder (MIT licence; weights from the pinned packages
 the segment itself (positional embedding sliced to its length, not padded to 30 s), cut after
 block {deepest} of 6: blocks beyond the deepest one the head reads would cost time and add nothing.
 Head: mean and standard deviation over time of hidden states {cfg['layers']} (0 = after the
-convolutions), standardised per state, mixed by learned softmax weights ({weights}), then an MLP
-({cfg['hidden']} hidden units, GELU, dropout {cfg['dropout']}). Segments longer than the encoder's 30 s window
-are split by the daemon into equal chunks whose probabilities are averaged by length.
+convolutions), standardised per state and concatenated, then an MLP ({cfg['hidden']} hidden units,
+GELU, dropout {cfg['dropout']}); {d['heads']} such heads, trained from different seeds and sample orders, and their
+probabilities averaged. Segments longer than the encoder's 30 s window are split by the daemon
+into equal chunks whose probabilities are averaged by length.
 
 ## Training
 Frozen encoder; its pooled statistics of every training clip in {len(cfg['versions'])} versions
@@ -112,8 +118,8 @@ once (**{d['encoder_cache_wall_s'] / 60:.1f} min** for what was not cached yet),
 The head then trains on them: {cfg['epochs']} epochs, one version drawn per clip per epoch, AdamW
 (lr {cfg['lr']}, weight decay {cfg['weight_decay']}) with one-cycle schedule, label smoothing
 {cfg['label_smoothing']}, class-balanced loss, corpora sampled in proportion to sqrt(size), exponential
-moving average of the weights (decay {cfg['ema_decay']}); best epoch {card['best_epoch']} chosen on
-validation speakers (**{d['head_fit_wall_s'] / 60:.1f} min**).
+moving average of the weights (decay {cfg['ema_decay']}); best epoch {card['best_epoch']} of the averaged heads chosen on
+validation speakers (**{d['head_fit_wall_s'] / 60:.1f} min**).{cv_line}
 
 ## Which layers carry the emotion
 The same head on one hidden state at a time (clean clips, 15 epochs; validation speakers):

@@ -109,9 +109,10 @@ def _parallel(fn: Callable, jobs: list, what: str, workers: int) -> list:
 
 
 class AudioCache:
-    """Trimmed waveforms (at the model's rate ``sr``) and augmentation variants, on disk."""
+    """Trimmed waveforms (at the model's rate ``sr``: no default, so no caller can
+    forget it) and augmentation variants, on disk."""
 
-    def __init__(self, cache_dir: Path, vad: VadConfig, sr: int = 16000, workers: int | None = None) -> None:
+    def __init__(self, cache_dir: Path, vad: VadConfig, sr: int, workers: int | None = None) -> None:
         self.dir = Path(cache_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.vad = vad

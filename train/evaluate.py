@@ -101,7 +101,7 @@ def evaluate_model(model_path: Path, data: Path, cache_dir: Path, split_file: Pa
     if unknown:
         raise ValueError(f"model has no label for {unknown}")
     vad = model.meta.vad or VadConfig()
-    clips, audio = AudioCache(cache_dir, vad).trimmed(clips)
+    clips, audio = AudioCache(cache_dir, vad, model.sample_rate).trimmed(clips)  # decoded and cut at the model's rate
     probs, cost = predict(model, audio)
     result = score(probs, clips, model.labels)
     result["cost"] = cost
