@@ -117,11 +117,11 @@ _RSS = r"""
 import sys, threading
 from serstream.model import EmotionModel
 from serstream.pipeline import Pipeline, PipelineConfig
-from serstream.replay import FileSource
+from serstream.replay import FileSource, ReplayConfig
 model = EmotionModel(sys.argv[1]); model.warmup()
 pipe = Pipeline(model, None, PipelineConfig(stats_interval=1e9))
 for f in sys.argv[2:]:
-    pipe.run(FileSource(f, speed=0), threading.Event())
+    pipe.run(FileSource(f, config=ReplayConfig(speed=0)), threading.Event())
 print(open('/proc/self/status').read())
 """
 

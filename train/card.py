@@ -75,6 +75,16 @@ def _features(card: dict) -> str:
             f"(stored in the ONNX metadata).")
 
 
+def _learnt(cv: dict, corpus: str) -> str:
+    if corpus not in cv.get("groups_learnt_from", {}):
+        return ""
+    lo, hi = cv["groups_learnt_from"][corpus]
+    unit = "words" if corpus == "tess" else "speakers"
+    if not hi:
+        return f" (heads that heard none of its {unit}: a corpus new to them)"
+    return f" (heads learning from {lo}{'' if lo == hi else f'-{hi}'} of its training {unit})"
+
+
 def _whisper(card: dict) -> str:
     d = card["details"]
     cfg = d["config"]
@@ -84,7 +94,7 @@ def _whisper(card: dict) -> str:
     cv_line = ("" if not cv else
                f"\nSpeaker-grouped {cv['folds']}-fold cross-validation of this head on the *training* speakers "
                f"(TESS: words; `python -m train cv`): "
-               + ", ".join(f"{c} {a:.1%}" for c, a in cv["final"].items())
+               + ", ".join(f"{c} {a:.1%}" + _learnt(cv, c) for c, a in cv["final"].items())
                + f" (mean {cv['final_mean']:.1%}).")
     probe = "\n".join(
         f"| {k} | {'after the convolutions' if k == '0' else f'after block {k}'} | {v['val']:.1%} | "

@@ -197,10 +197,7 @@ def cross_validate(prep: Prepared, enc: EncoderCache, config: WhisperConfig, fol
     clips, per corpus, after every epoch. A steadier guide to choices than the few
     validation speakers; the test speakers are never touched."""
     clips = prep.train.clips
-    groups = sorted({c.group for c in clips})
-    order = np.random.default_rng(config.seed).permutation(len(groups))
-    fold_of_group = {groups[i]: rank % folds for rank, i in enumerate(order)}
-    fold = np.array([fold_of_group[c.group] for c in clips])
+    fold = speaker_folds(clips, folds, config.seed)
     x = cached_stats(enc, clips, config.versions, config.layers)
     per_epoch: dict[int, list[dict]] = {}
     for f in range(folds):
@@ -215,7 +212,31 @@ def cross_validate(prep: Prepared, enc: EncoderCache, config: WhisperConfig, fol
         curve[epoch] = {c: round(float(np.mean([a[c] for a in accs if c in a])), 4) for c in corpora}
     last = curve[config.epochs]
     return {"folds": folds, "layers": list(config.layers), "heads": config.heads, "epochs": config.epochs,
-            "by_epoch": curve, "final": last, "final_mean": round(float(np.mean(list(last.values()))), 4)}
+            "by_epoch": curve, "final": last, "final_mean": round(float(np.mean(list(last.values()))), 4),
+            "groups_learnt_from": groups_learnt_from(clips, fold)}
+
+
+def speaker_folds(clips: list[Clip], folds: int, seed: int) -> np.ndarray:
+    """Fold of each clip: whole groups (speakers; TESS words) dealt round-robin in a seeded order."""
+    groups = sorted({c.group for c in clips})
+    order = np.random.default_rng(seed).permutation(len(groups))
+    fold_of_group = {groups[i]: rank % folds for rank, i in enumerate(order)}
+    return np.array([fold_of_group[c.group] for c in clips])
+
+
+def groups_learnt_from(clips: list[Clip], fold: np.ndarray) -> dict[str, list[int]]:
+    """Per corpus, the fewest and most groups a fold's heads learn from, when that corpus
+    is scored in the fold: a corpus with few speakers is judged on heads that heard fewer
+    of them than the shipped model did."""
+    out: dict[str, list[int]] = {}
+    for corpus in sorted({c.corpus for c in clips}):
+        counts = []
+        for f in np.unique(fold):
+            held = {c.group for c, k in zip(clips, fold, strict=True) if c.corpus == corpus and k == f}
+            if held:
+                counts.append(len({c.group for c, k in zip(clips, fold, strict=True) if c.corpus == corpus and k != f}))
+        out[corpus] = [min(counts), max(counts)] if counts else [0, 0]
+    return out
 
 
 def build_model(head: HeadEnsemble) -> WhisperEmotion:
