@@ -11,6 +11,7 @@ import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 
@@ -53,19 +54,29 @@ def main() -> int:
            f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {machine()}.",
            f"Model: `{model.name}` ({model_id}). Command: `python -m bench{' --quick' if args.quick else ''}"
            f"{' --only ' + ' '.join(args.only) if args.only else ''}`.", ""]
+    failed = []
     for key, title, fn in sections:
         if args.only and key not in args.only:
             continue
         t0 = time.monotonic()
         print(f"bench: {title} ...", file=sys.stderr, flush=True)
-        rows = fn()
+        try:
+            rows = fn()
+        except Exception:  # one broken section must not cost the half hour of figures around it
+            failed.append(key)
+            trace = traceback.format_exc()
+            print(trace, file=sys.stderr, flush=True)
+            rows = [f"**This section failed** (`python -m bench --only {key}` to see why):", "",
+                    "```text", trace.strip().splitlines()[-1], "```"]
         out += [f"## {title}", "", *rows, "", f"_({time.monotonic() - t0:.0f} s)_", ""]
         print("\n".join([f"## {title}", "", *rows, ""]), flush=True)
     out_path = args.out or (None if args.only else Path(__file__).resolve().parent / "RESULTS.md")
     if out_path is not None:  # a partial run must not replace the full report
         out_path.write_text("\n".join(out))
         print(f"written {out_path}", file=sys.stderr)
-    return 0
+    if failed:
+        print(f"bench: failed sections: {' '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -119,7 +119,7 @@ from serstream.model import EmotionModel
 from serstream.pipeline import Pipeline, PipelineConfig
 from serstream.replay import FileSource, ReplayConfig
 model = EmotionModel(sys.argv[1]); model.warmup()
-pipe = Pipeline(model, None, PipelineConfig(stats_interval=1e9))
+pipe = Pipeline(model, None, PipelineConfig(stats_interval=3600))
 for f in sys.argv[2:]:
     pipe.run(FileSource(f, config=ReplayConfig(speed=0)), threading.Event())
 print(open('/proc/self/status').read())

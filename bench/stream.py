@@ -103,7 +103,7 @@ if mode.startswith("pipeline"):
         if topic == "emotion":
             cost["features"] += ev["features_ms"] / 1000
             cost["inference"] += ev["inference_ms"] / 1000
-    pipe = Pipeline(model, None, PipelineConfig(vad=vad, stats_interval=1e9), sinks=[sink])
+    pipe = Pipeline(model, None, PipelineConfig(vad=vad, stats_interval=3600), sinks=[sink])
     stop = threading.Event()
     t0 = time.perf_counter()
     for f in files:
