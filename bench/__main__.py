@@ -64,10 +64,13 @@ def main() -> int:
             rows = fn()
         except Exception:  # one broken section must not cost the half hour of figures around it
             failed.append(key)
-            trace = traceback.format_exc()
-            print(trace, file=sys.stderr, flush=True)
+            error = sys.exc_info()[1]
+            # a measuring child's own error, not subprocess's restatement of its command line
+            child = getattr(error, "stderr", None)
+            why = (child.strip().splitlines() or [""])[-1] if isinstance(child, str) else f"{error!r}"[:500]
+            print(traceback.format_exc(), child or "", file=sys.stderr, flush=True)
             rows = [f"**This section failed** (`python -m bench --only {key}` to see why):", "",
-                    "```text", trace.strip().splitlines()[-1], "```"]
+                    "```text", why, "```"]
         out += [f"## {title}", "", *rows, "", f"_({time.monotonic() - t0:.0f} s)_", ""]
         print("\n".join([f"## {title}", "", *rows, ""]), flush=True)
     out_path = args.out or (None if args.only else Path(__file__).resolve().parent / "RESULTS.md")
