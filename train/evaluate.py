@@ -60,6 +60,9 @@ def score(probs: np.ndarray, clips: list[Clip], labels: tuple[str, ...]) -> dict
             "accuracy": round(float((y == p).mean()), 4),
             "macro_f1": round(macro_f1(cm, [index[a] for a in allowed]), 4),
             "confusion": cm.tolist(),
+            # per speaker (TESS: per word), because a corpus's score rests on a handful of
+            # them: the spread says how much of a gap to a target is which voices were drawn
+            "groups": _per_group([clips[i].group for i in rows], y == p),
         }
         y_all.append(y)
         p_all.append(p)
@@ -68,6 +71,14 @@ def score(probs: np.ndarray, clips: list[Clip], labels: tuple[str, ...]) -> dict
         cm = confusion(y, p, len(labels))
         out["all"] = {"clips": int(y.size), "accuracy": round(float((y == p).mean()), 4),
                       "macro_f1": round(macro_f1(cm, list(range(len(labels)))), 4), "confusion": cm.tolist()}
+    return out
+
+
+def _per_group(groups: list[str], correct: np.ndarray) -> dict[str, dict]:
+    out = {}
+    for g in sorted(set(groups)):
+        hit = correct[[i for i, x in enumerate(groups) if x == g]]
+        out[g] = {"clips": int(hit.size), "accuracy": round(float(hit.mean()), 4)}
     return out
 
 
