@@ -91,4 +91,5 @@ def test_model_card_numbers_are_reproducible(tmp_path, data_dir, name):
     for corpus, r in card["test"]["corpora"].items():
         assert result["corpora"][corpus]["accuracy"] == r["accuracy"], corpus
         assert result["corpora"][corpus]["confusion"] == r["confusion"], corpus
+        assert result["corpora"][corpus]["groups"] == r["groups"], corpus
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 __all__ = ["markdown", "provenance_metrics"]
 
 
@@ -22,6 +24,11 @@ def provenance_metrics(test: dict, val: dict, wall_s: float, name: str) -> dict:
         "training_wall_time_s": round(wall_s, 1),
         "model_card": f"{name}.md / {name}.json (accuracy within each corpus's own labels)",
     }
+
+
+def _span(v: Any) -> str:
+    """A (low, high) range as the card reads it, whether it came as a tuple or from JSON."""
+    return f"{v[0]:g} to {v[1]:g}"
 
 
 def _pct(x: float | None) -> str:
@@ -120,10 +127,10 @@ into equal chunks whose probabilities are averaged by length.
 
 ## Training
 Frozen encoder; its pooled statistics of every training clip in {len(cfg['versions'])} versions
-({', '.join(cfg['versions'])}: clean; with the cheap augmentations — random gain {aug['gain_db']} dB
-p={aug['gain_p']}, white noise at SNR {aug['noise_snr_db']} dB p={aug['noise_p']}, polarity inversion
-p={aug['polarity_p']}; a time-stretched ({aug['stretch_rate']}) and a pitch-shifted
-({aug['pitch_semitones']} semitones) variant, each with the cheap augmentations too) are cached
+({', '.join(cfg['versions'])}: clean; with the cheap augmentations — random gain {_span(aug['gain_db'])} dB
+p={aug['gain_p']}, white noise at SNR {_span(aug['noise_snr_db'])} dB p={aug['noise_p']}, polarity inversion
+p={aug['polarity_p']}; a time-stretched ({_span(aug['stretch_rate'])}) and a pitch-shifted
+({_span(aug['pitch_semitones'])} semitones) variant, each with the cheap augmentations too) are cached
 once (**{d['encoder_cache_wall_s'] / 60:.1f} min** for what was not cached yet), on training clips only, after the split.
 The head then trains on them: {cfg['epochs']} epochs, one version drawn per clip per epoch, AdamW
 (lr {cfg['lr']}, weight decay {cfg['weight_decay']}) with one-cycle schedule, label smoothing
@@ -164,11 +171,31 @@ AdamW + one-cycle, label smoothing {cfg['label_smoothing']}, exponential moving 
 {cfg['ema_decay']}; the average is what is validated and exported), class-balanced loss, corpora
 sampled in proportion to sqrt(size), SpecAugment-style masks ({cfg['time_masks']} time × ≤{cfg['time_mask_frames']} frames,
 {cfg['feature_masks']} bands × ≤{cfg['feature_mask_width']} coefficients). Augmentation on training clips only, after the
-split: white noise (SNR {aug['noise_snr_db']} dB, p={aug['noise_p']}), random gain ({aug['gain_db']} dB,
+split: white noise (SNR {_span(aug['noise_snr_db'])} dB, p={aug['noise_p']}), random gain ({_span(aug['gain_db'])} dB,
 p={aug['gain_p']}), polarity inversion (p={aug['polarity_p']}), and cached time-stretch
-({aug['stretch_rate']}, p={aug['stretch_p']}) and pitch-shift ({aug['pitch_semitones']} semitones, p={aug['pitch_p']})
+({_span(aug['stretch_rate'])}, p={aug['stretch_p']}) and pitch-shift ({_span(aug['pitch_semitones'])} semitones, p={aug['pitch_p']})
 variants. Best epoch {card['best_epoch']} of {len(card['history'])}, chosen on validation speakers only
 ({card['details']['train_wall_s'] / 60:.1f} min)."""
+
+
+def _per_group(test: dict) -> str:
+    """Test accuracy per speaker (TESS: per word), listed where a corpus has few of them and
+    as a range where it has many: a corpus's score rests on the voices drawn for its test."""
+    parts = []
+    for corpus, r in test["corpora"].items():
+        groups = r.get("groups")
+        if not groups:
+            continue
+        acc = {g: v["accuracy"] for g, v in groups.items()}
+        unit = "words" if corpus == "tess" else "speakers"
+        if len(acc) <= 6:
+            parts.append(f"{corpus} " + ", ".join(f"{g.split(':', 1)[-1]} {a:.0%}" for g, a in acc.items()))
+        else:
+            v = sorted(acc.values())
+            parts.append(f"{corpus} {v[0]:.0%}–{v[-1]:.0%} over {len(v)} {unit} (median {float(np.median(v)):.0%})")
+    if not parts:
+        return ""
+    return "\nPer test speaker (TESS: per word): " + "; ".join(parts) + ".\n"
 
 
 def markdown(card: dict[str, Any]) -> str:
@@ -196,7 +223,7 @@ exported file through the daemon's own path (`EmotionModel.classify`).
 "Seen speakers" scores the clean training clips: the gap to the test column (seen − unseen:
 {', '.join(gap) if gap else 'not measured'}) is how much of what the model learned is the voices
 rather than the emotions. Confusion matrices: `{card['name']}.confusion.png`.
-
+{_per_group(t)}
 ## Data and split
 RAVDESS, CREMA-D, TESS and SAVEE as found in `{card['data']['root']}` (16 kHz mono; part of each
 corpus is held back by the data owner as an unseen test set, so counts here are not the full
