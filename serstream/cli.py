@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -19,7 +20,14 @@ from typing import Any
 
 from serstream import __version__
 from serstream.errors import AudioFileError, UserError
+from serstream.limits import THREADS, Bound, limits_text
 from serstream.stopping import STOP_SIGNALS, Stopper
+
+# the ranges of flags that belong to no configuration class: each is checked and stated in
+# --help from the one declaration
+WAIT_SUBSCRIBER = Bound(0.0, 86_400.0, "s", integer=False)
+LISTEN_TIMEOUT = Bound(0.01, 1e6, "s", integer=False, optional=True)
+LISTEN_COUNT = Bound(1, 10**9, optional=True)
 
 log = logging.getLogger("serstream")
 
@@ -55,7 +63,6 @@ def _add_output(p: argparse.ArgumentParser, default: str) -> None:
 
 def _add_publishing(g, bind: str, bind_help: str) -> None:
     """Where and to whom messages go: the same options for run, replay and proxy."""
-    from serstream.limits import limits_text
     from serstream.publish import PublishConfig
 
     g.add_argument("--bind", default=bind, metavar="ENDPOINT",
@@ -82,7 +89,6 @@ def _add_subscribing(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def _add_pipeline(p: argparse.ArgumentParser) -> None:
-    from serstream.limits import MAX_THREADS, limits_text
     from serstream.pipeline import PipelineConfig
     from serstream.publish import PublishConfig, default_bind
     from serstream.vad import VAD_FRAME_MS, VAD_MODES, VadConfig
@@ -97,7 +103,7 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
                    help="a shipped model by name (whisper: accurate, the default; fast: the light MFCC CNN) "
                         "or an ONNX file with serstream metadata (default: $SERSTREAM_MODEL, else whisper)")
     g.add_argument("--threads", type=int, default=1,
-                   help=f"ONNX Runtime intra-op threads, 1 to {MAX_THREADS} (the CPUs here) (default: %(default)s)")
+                   help=f"ONNX Runtime intra-op threads, {THREADS.text()} (default: %(default)s)")
     _add_publishing(g, default_bind(), f"$SERSTREAM_BIND, else {PublishConfig.bind}")
     g.add_argument("--stats-interval", type=float, default=pipe.stats_interval, metavar="SECONDS",
                    help=f"seconds between stats messages, {limits_text(PipelineConfig, 'stats_interval')} "
@@ -131,7 +137,6 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from serstream.capture import CaptureConfig
-    from serstream.limits import limits_text
     from serstream.proxy import DEFAULT_PROXY_BIND
     from serstream.replay import ReplayConfig
     from serstream.view import ViewConfig
@@ -175,12 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="audio files (wav, flac, ogg: whatever libsndfile reads); - reads standard input "
                           "(WAV, AIFF or AU through a pipe: `sox in.mp3 -t wav - | serstream replay -`)")
     rep.add_argument("--speed", type=float, default=rpl.speed,
-                     help="1 = real time, N = N times faster (up to 1000), 0 = as fast as possible "
-                          "(default: %(default)s)")
+                     help="1 = real time, N = N times faster, 0 = as fast as possible; "
+                          f"{limits_text(ReplayConfig, 'speed')} (default: %(default)s)")
     rep.add_argument("--no-publish", action="store_true", help="do not open a ZeroMQ socket (batch scoring)")
     rep.add_argument("--wait-subscriber", type=float, default=0.0, metavar="SECONDS",
-                     help="wait up to SECONDS (0 to 86400) for a subscriber before replaying, so none misses "
-                          "the start")
+                     help=f"wait up to SECONDS ({WAIT_SUBSCRIBER.text()}) for a subscriber before replaying, so none "
+                          "misses the start")
     b = rep.add_argument_group("batch results")
     b.add_argument("--output", dest="rows_file", type=Path, default=None, metavar="FILE.csv|FILE.jsonl",
                    help="write one row per segment (its final event; .jsonl: the event as published)")
@@ -203,9 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print each message as a JSON line, as received, instead of a human-readable line")
     lis.add_argument("--stats", action="store_true", help="also show stats messages")
     lis.add_argument("--count", type=int, default=None, metavar="N",
-                     help="exit after N emotion events, 1 to 1000000000 (exit 1 if the timeout comes first)")
+                     help=f"exit after N emotion events, {LISTEN_COUNT.text()} (exit 1 if the timeout comes first)")
     lis.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                     help="exit once SECONDS (0.01 to 1000000) pass without a message: an idle timeout, restarted "
+                     help=f"exit once SECONDS ({LISTEN_TIMEOUT.text()}) pass without a message: an idle timeout, restarted "
                           "by each message; exit 1 if nothing came at all (default: wait for ever)")
     _add_common(lis)
 
@@ -299,14 +304,14 @@ def _build(cls: type, context: str = "", **kw: Any) -> Any:
 def _check_flags(args: argparse.Namespace) -> None:
     """Every number run and replay take, typed and bounded before anything is loaded:
     a bad flag costs one line, not a model load (and never a traceback)."""
-    from serstream.limits import MAX_THREADS, Bound, bound_of
+    from serstream.limits import bound_of
     from serstream.pipeline import PipelineConfig
     from serstream.publish import PublishConfig
     from serstream.vad import VadConfig
 
     problems = [p for p in (
-        Bound(1, MAX_THREADS, "(the CPUs here)").problem("threads", args.threads),
-        Bound(0.0, 86_400.0, "s", integer=False).problem("wait_subscriber", getattr(args, "wait_subscriber", 0.0)),
+        THREADS.problem("threads", args.threads),
+        WAIT_SUBSCRIBER.problem("wait_subscriber", getattr(args, "wait_subscriber", 0.0)),
     ) if p]
     if problems:
         raise _flag_error(ValueError("; ".join(problems)))
@@ -427,7 +432,7 @@ def _batch_sinks(args: argparse.Namespace, labels: tuple[str, ...]):
     from serstream.progress import EraseBar, Progress, audio_seconds
     from serstream.tables import FileSummaries, SegmentRows
 
-    if args.progress_interval < 0:
+    if not args.progress_interval >= 0 or math.isinf(args.progress_interval):  # nan too
         raise UserError("--progress-interval must be >= 0")
     printer = _printer(args)
     progress = None
@@ -497,7 +502,7 @@ def cmd_replay(args: argparse.Namespace, stopper: Stopper) -> int:
             for result in score_files(args.files, args.jobs, model.path, args.threads, pipeline.config, replay,
                                       stopper.event, on_done=on_done):
                 restamp.send_file(result)
-                stopped = stopper.event.is_set() and result.error is None
+                stopped = result.stopped and result.error is None
                 finished(result.path, result.error, "stopped before the end of the file" if stopped else None)
             counters = restamp.counters
         else:
@@ -506,10 +511,8 @@ def cmd_replay(args: argparse.Namespace, stopper: Stopper) -> int:
                     break
                 try:
                     source = FileSource(path, sr=model.sample_rate, config=replay)
-                except AudioFileError as exc:
+                except AudioFileError as exc:  # whatever the OS says about one file (decode says it so)
                     source, error = None, str(exc)
-                except OSError as exc:  # whatever the OS says about one file, the batch goes on
-                    source, error = None, f"{path}: {exc.strerror or exc}"
                 else:
                     pipeline.run(source, stopper.event)
                     error = None if source.error is None else str(source.error)
@@ -536,13 +539,12 @@ def cmd_listen(args: argparse.Namespace, stopper: Stopper) -> int:
 
     from serstream.client import DEFAULT_CONNECT
     from serstream.events import EMOTION_TOPIC, STATS_TOPIC, Message
-    from serstream.limits import Bound
     from serstream.render import Printer
 
     stopper.what = "stopping"
     problems = [p for p in (
-        Bound(0.01, 1e6, "s", integer=False, optional=True).problem("timeout", args.timeout),
-        Bound(1, 10**9, optional=True).problem("count", args.count),
+        LISTEN_TIMEOUT.problem("timeout", args.timeout),
+        LISTEN_COUNT.problem("count", args.count),
     ) if p]
     if problems:
         raise _flag_error(ValueError("; ".join(problems)))

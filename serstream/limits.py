@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["Bound", "bounded", "check", "problems", "bound_of", "limits_text", "is_int", "is_number", "MAX_THREADS"]
+__all__ = ["Bound", "bounded", "check", "problems", "bound_of", "limits_text", "is_int", "is_number", "MAX_THREADS", "THREADS"]
 
 MAX_THREADS = os.cpu_count() or 1  # more ONNX Runtime threads than CPUs only adds switching
 
@@ -61,6 +61,9 @@ class Bound:
     def text(self) -> str:
         """The range as ``--help`` states it: ``10 to 10000 ms``."""
         return f"{_num(self.lo)} to {_num(self.hi)}{self._unit}"
+
+
+THREADS = Bound(1, MAX_THREADS, "(the CPUs here)")  # ONNX Runtime intra-op threads, flag and API alike
 
 
 def _num(v: float) -> str:

@@ -31,7 +31,7 @@ import numpy as np
 
 from serstream.errors import ModelError
 from serstream.features import FeatureConfig, FeatureConfigError, FeatureExtractor
-from serstream.limits import MAX_THREADS, Bound, is_int
+from serstream.limits import THREADS, is_int
 from serstream.vad import VAD_RATES, VadConfig
 
 __all__ = [
@@ -278,7 +278,7 @@ class EmotionModel:
     def __init__(self, path: str | Path, threads: int = 1) -> None:
         import onnxruntime as ort
 
-        if (why := Bound(1, MAX_THREADS, "(the CPUs here)").problem("threads", threads)) is not None:
+        if (why := THREADS.problem("threads", threads)) is not None:
             raise ValueError(why)
         self.path = Path(path)
         if not self.path.is_file():

@@ -30,6 +30,7 @@ from pathlib import Path
 from serstream.errors import AudioFileError
 from serstream.events import EmotionEvent, Stats
 from serstream.pipeline import Counters, Outlet, PipelineConfig
+from serstream.publish import peer_counts
 from serstream.replay import ReplayConfig
 from serstream.stopping import Stopper
 
@@ -44,6 +45,7 @@ class FileResult:
     path: Path
     bodies: list[EmotionEvent | Stats]
     error: str | None
+    stopped: bool = False  # the stop came while this file was being scored (not after it was done)
 
     @property
     def duration_s(self) -> float:
@@ -83,19 +85,19 @@ def _score(index: int, path: Path) -> FileResult:
 
     collect = _Collect()
     pipeline = Pipeline(_worker["model"], None, _worker["config"], outlet=collect)
-    try:
-        source = FileSource(path, sr=pipeline.sr, config=_worker["replay"])
-    except AudioFileError as exc:
-        return FileResult(index, path, [], str(exc))
     stopper: Stopper = _worker["stopper"]
     stopper.on_stop(pipeline.cut_short)
     try:
+        source = FileSource(path, sr=pipeline.sr, config=_worker["replay"])
         pipeline.run(source, stopper.event)
+    except AudioFileError as exc:
+        return FileResult(index, path, [], str(exc))
     except Exception as exc:  # one bad file must not end the batch
         return FileResult(index, path, collect.bodies, f"{path}: unexpected {type(exc).__name__}: {exc}")
     finally:
         stopper.remove(pipeline.cut_short)
-    return FileResult(index, path, collect.bodies, None if source.error is None else str(source.error))
+    return FileResult(index, path, collect.bodies, None if source.error is None else str(source.error),
+                      stopped=stopper.event.is_set())
 
 
 def score_files(files: Sequence[Path], jobs: int, model_path: Path, threads: int, config: PipelineConfig,
@@ -163,15 +165,11 @@ class Restamper:
         for body in result.bodies:
             if isinstance(body, Stats):
                 last = body
-                guard = publisher.guard if publisher else None
                 body = replace(body, uptime_s=round(self.uptime(), 3),
                                segments=base.segments + body.segments, partials=base.partials + body.partials,
                                events=base.events + body.events, errors=base.errors + body.errors,
                                unprocessed_s=round(base.unprocessed_s + body.unprocessed_s, 3),
-                               subscriptions=guard.subscriptions if guard else 0,
-                               subscriptions_refused=guard.refused if guard else 0,
-                               peers_cut=guard.cut if guard else 0,
-                               handshakes_failed=guard.handshakes_failed if guard else 0)
+                               **peer_counts(publisher))
             self.outlet.send(body)
         if last is not None:
             self.counters = Counters(base.segments + last.segments, base.partials + last.partials,

@@ -94,6 +94,11 @@ class PeerGuard:
         """Topic subscriptions currently held by connected subscribers."""
         return sum(len(c.topics) for c in list(self._connections.values()))
 
+    def counts(self) -> dict[str, int]:
+        """What stats report of the subscribers, by the names the schema gives them."""
+        return {"subscriptions": self.subscriptions, "subscriptions_refused": self.refused,
+                "peers_cut": self.cut, "handshakes_failed": self.handshakes_failed}
+
     # ------------------------------------------------------------------ subscriptions
     def on_message(self, sock: zmq.Socket, frame: zmq.Frame) -> None:
         """One (un)subscription or upstream message, just received from ``sock``."""
@@ -202,7 +207,7 @@ def _shut_down(fd: int, address: str) -> None:
     end of the stream, drops the connection and everything it held, and closes ``fd``
     itself. Only if ``fd`` is still that peer's: an fd reused since is left alone."""
     with contextlib.suppress(OSError):
-        if address and _peer_address(fd) != address:
+        if not address or _peer_address(fd) != address:  # gone before it was known, or reused
             return
         with socket.socket(fileno=os.dup(fd)) as s:
             s.shutdown(socket.SHUT_RDWR)

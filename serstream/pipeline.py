@@ -25,6 +25,7 @@ import numpy as np
 from serstream.decode import Resampler, to_mono
 from serstream.events import EmotionEvent, FileHealth, Message, MicHealth, Stamper, Stats
 from serstream.limits import bounded, check
+from serstream.publish import peer_counts
 from serstream.ratelog import RateLimitedLog
 from serstream.ring import RingBuffer
 from serstream.vad import Framer, Segment, Segmenter, VadConfig
@@ -359,10 +360,7 @@ class Pipeline:
             events=self.counters.events,
             errors=self.counters.errors,
             unprocessed_s=self.counters.unprocessed_s,
-            subscriptions=publisher.guard.subscriptions if publisher else 0,
-            subscriptions_refused=publisher.guard.refused if publisher else 0,
-            peers_cut=publisher.guard.cut if publisher else 0,
-            handshakes_failed=publisher.guard.handshakes_failed if publisher else 0,
+            **peer_counts(publisher),
             level_rms_dbfs=rms,
             level_peak_dbfs=peak,
             in_speech=self.segmenter.in_speech,

@@ -20,6 +20,7 @@ a subscription to each topic someone holds here.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -90,6 +91,11 @@ def needs_ipv6(endpoint: str) -> bool:
 
 def _host(endpoint: str) -> str:
     return endpoint[len("tcp://") :].rsplit(":", 1)[0].strip("[]")
+
+
+def peer_counts(publisher: Publisher | None) -> dict[str, int]:
+    """The subscriber counters stats carry: the publisher's guard's, or zeros without one."""
+    return (publisher.guard if publisher is not None else PeerGuard()).counts()
 
 
 class Publisher:
@@ -197,8 +203,10 @@ class Publisher:
         if self._closed:
             return
         self._closed = True
-        self._stop_out.send(b"")
-        self._thread.join()
+        if self._thread.is_alive():  # a dead thread reads nothing: a blocking send would wait for ever
+            with contextlib.suppress(zmq.Again):
+                self._stop_out.send(b"", flags=zmq.NOBLOCK)
+        self._thread.join(timeout=self.config.linger_ms / 1000 + 5)
         for s in (self._outbox, self._stop_out):
             s.close(0)
         if self.unsent:
@@ -228,6 +236,8 @@ class Publisher:
                 if self._stop_in in ready:
                     self._forward(sock, None)  # everything the pipeline sent before closing
                     break
+        except Exception as exc:  # said once, in one line; what is sent from now on counts as unsent
+            log.error("publishing stopped: %s: %s", type(exc).__name__, exc)
         finally:
             sock.disable_monitor()
             for s in (monitor, self._inbox, self._stop_in):

@@ -32,6 +32,7 @@ class RateLimitedLog:
         self._max_keys = max_keys
         self._last: dict[Hashable, float] = {}  # key -> when its last line was written
         self._held: dict[Hashable, int] = {}  # key -> lines left out since then
+        self._others = 0  # lines about keys not yet seen, left out by the burst limit
         self._window_start = -float("inf")
         self._window_lines = 0
         self._lock = threading.Lock()
@@ -47,10 +48,16 @@ class RateLimitedLog:
             if now - self._window_start >= self._interval:
                 self._window_start, self._window_lines = now, 0
             if self._window_lines >= self._burst:
-                self._held[key] = self._held.get(key, 0) + 1
+                # counted per key only for keys already kept: a stream of new keys (a fresh
+                # client key per attempt) must not grow memory past max_keys
+                if key in self._last:
+                    self._held[key] = self._held.get(key, 0) + 1
+                else:
+                    self._others += 1
                 return False
             self._window_lines += 1
             held = self._held.pop(key, 0)
+            others, self._others = self._others, 0
             self._last.pop(key, None)  # re-inserted last: the dict stays in age order
             self._last[key] = now
             while len(self._last) > self._max_keys:
@@ -59,5 +66,7 @@ class RateLimitedLog:
                 self._held.pop(oldest, None)
         if held:
             msg = f"{msg} (and {held} more like it since the last such line)"
+        if others:
+            msg = f"{msg} ({others} lines about others were left out)"
         self._log.log(self._level, msg, *args)
         return True

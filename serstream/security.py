@@ -126,7 +126,9 @@ def _load(path: Path, want_secret: bool) -> tuple[bytes, bytes | None]:
     if want_secret:
         if secret is None:
             raise UserError(f"{path}: holds no secret key (pass the .key_secret file)")
-        mode = path.stat().st_mode & 0o077
+        if len(secret) != 40:
+            raise UserError(f"{path}: not a ZeroMQ key file (no 40-character secret key)")
+        mode = st.st_mode & 0o077
         if mode:
             raise UserError(f"{path}: secret key is readable by others (chmod 600 {path})")
         _check_directory(path.parent, f"{path}: its directory")
@@ -159,7 +161,6 @@ class AllowList:
     def __init__(self, ctx: zmq.Context, keys: frozenset[bytes], source: Path) -> None:
         self.keys = keys
         self.source = source
-        self.refused = 0
         self._log = RateLimitedLog(log)
         self._sock = ctx.socket(zmq.REP)
         self._sock.linger = 0
@@ -173,12 +174,16 @@ class AllowList:
         self._thread.start()
 
     def _serve(self) -> None:
-        while not self._stop.is_set():
-            if not self._sock.poll(100):
-                continue
-            request = self._sock.recv_multipart()
-            self._sock.send_multipart(self._answer(request))
-        self._sock.close(0)
+        try:
+            while not self._stop.is_set():
+                if not self._sock.poll(100):
+                    continue
+                request = self._sock.recv_multipart()
+                self._sock.send_multipart(self._answer(request))
+        except zmq.ContextTerminated:
+            pass  # the publisher is going away; the socket must still close so term() can end
+        finally:
+            self._sock.close(0)
 
     def _answer(self, request: list[bytes]) -> list[bytes]:
         if len(request) < 6:  # not RFC 27: nothing to answer to but the protocol error
@@ -188,7 +193,6 @@ class AllowList:
             key = zmq.utils.z85.encode(credentials[0])
             if key in self.keys:
                 return [version, request_id, b"200", b"OK", fingerprint(key).encode(), b""]
-            self.refused += 1
             self._log((address, key), "refused a client at %s: its key %s is not in --allow-clients %s",
                       address.decode(errors="replace") or "?", fingerprint(key), self.source)
         else:
@@ -224,14 +228,15 @@ class CurveServer:
     def apply(self, sock: zmq.Socket, ctx: zmq.Context) -> AllowList | None:
         """Make ``sock`` a CURVE server. Returns the ZAP handler enforcing the allow-list
         (None without one), which the caller stops when it closes the socket."""
-        auth = None
-        if self.allowed is not None:
-            auth = AllowList(ctx, self.allowed, self.allow_dir or Path("?"))
-            sock.zap_domain = b"serstream"
+        # the keys first: if libzmq refuses one, no ZAP thread is left behind to hold the
+        # context open
         sock.curve_secretkey = self.secret_key
         sock.curve_publickey = self.public_key
         sock.curve_server = True
-        return auth
+        if self.allowed is None:
+            return None
+        sock.zap_domain = b"serstream"
+        return AllowList(ctx, self.allowed, self.allow_dir or Path("?"))
 
 
 @dataclass(frozen=True)

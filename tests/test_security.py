@@ -149,6 +149,7 @@ def test_network_bind_warns_unless_encrypted(keys, tiny):
     ("fifo_allowed_key", "pipe.key: not a regular file"),
     ("world_writable_allow_dir", "writable by others"),
     ("group_writable_key_dir", "writable by others"),
+    ("malformed_secret_key", "no 40-character secret key"),
 ])
 def test_bad_key_setups_fail_clearly(keys, tiny, tmp_path, case, needle):
     """Refused at start-up, in one line: before, one unreadable key in the allow
@@ -186,6 +187,12 @@ def test_bad_key_setups_fail_clearly(keys, tiny, tmp_path, case, needle):
     elif case == "group_writable_key_dir":
         d.chmod(0o770)
         args += ["--curve-secret", d / "server.key_secret"]
+    elif case == "malformed_secret_key":  # with an allow-list, this hung start-up for ever
+        secret = d / "server.key_secret"
+        text = secret.read_text()
+        value = text.split('secret-key = "', 1)[1].split('"', 1)[0]
+        secret.write_text(text.replace(value, value[:20]))
+        args += with_allowed
     r = serstream(*args, clip, prefix=permissions_apply())
     assert r.returncode == 2, r.stderr
     assert_one_line_error(r.stderr, needle)

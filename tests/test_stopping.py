@@ -169,6 +169,7 @@ def test_a_stop_ends_a_replay_with_worker_processes_too(speech, slow, tmp_path):
     proc = spawn("replay", "--model", slow, "--no-publish", "--json", "--speed", "0", "--jobs", "2",
                  "--partial-interval-ms", "100", "--summary", summary, speech, speech, speech, speech)
     err = Lines(proc.stderr)
+    Lines(proc.stdout)  # read, so the results printed at the stop (tens of KB) never fill the pipe
     assert err.wait_for("model slow-test", 120), err.text()
     time.sleep(15)  # the workers start (each loads its own model) and are deep in their first files
     t0 = time.monotonic()

@@ -79,8 +79,10 @@ class WhisperConfig:
         if self.quantize not in ("auto", "int8", "fp32"):
             raise ValueError(f"quantize must be auto, int8 or fp32, got {self.quantize!r}")
         unknown = set(self.versions) - set(VERSIONS)
-        if unknown or "clean" not in self.versions:
-            raise ValueError(f"versions must include 'clean' and be among {VERSIONS}, got {self.versions}")
+        # version 0 is what standardisation is fitted on and what cross-validation scores:
+        # it must be the clean clip, never an augmented one
+        if unknown or not self.versions or self.versions[0] != "clean":
+            raise ValueError(f"versions must start with 'clean' and be among {VERSIONS}, got {self.versions}")
 
 
 @dataclass
