@@ -25,6 +25,7 @@ services the socket however busy the pipeline is.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -86,7 +87,10 @@ class PeerGuard:
         # its daemons for a topic while someone downstream wants it, and only then
         self._holders: dict[bytes, int] = {}
         self._on_topic = on_topic
-        self._failure: str | None = None  # a handshake failure waiting for its DISCONNECTED event
+        # handshake failures waiting for their DISCONNECTED events, oldest first (None: a key
+        # refused by the ZAP handler, which says so itself); a queue, not one slot, because
+        # retrying peers interleave their failures and ends
+        self._failures: collections.deque[str | None] = collections.deque(maxlen=64)
         self._log = RateLimitedLog(log)
 
     @property
@@ -151,9 +155,7 @@ class PeerGuard:
                 self._connections[value] = _Connection(_peer_address(value))
         elif event in _FAILED:
             self.handshakes_failed += 1
-            self._failure = None if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH else self._why(event, value)
-        elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            self._failure = None
+            self._failures.append(None if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH else self._why(event, value))
         elif event == zmq.EVENT_DISCONNECTED:
             # kept, marked gone, until its fd is accepted again: messages it sent may
             # still be queued, and must not be charged to whoever gets the fd next
@@ -163,12 +165,12 @@ class PeerGuard:
                 for topic in conn.topics:
                     self._held(topic, -1)
                 conn.topics.clear()
-            if self._failure is not None:  # libzmq reports a failure, then the end of its connection
+            failure = self._failures.popleft() if self._failures else None
+            if failure is not None:  # libzmq reports a failure, then the end of its connection
                 address = conn.address if conn else ""
                 # (a connection refused at once can be gone before its address was read)
-                self._log(("handshake", _host(address), self._failure), "refused a connection from %s: %s",
-                          address or "a peer gone before its address could be read", self._failure)
-                self._failure = None
+                self._log(("handshake", _host(address), failure), "refused a connection from %s: %s",
+                          address or "a peer gone before its address could be read", failure)
 
     def _why(self, event: int, value: int) -> str:
         if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == _CRYPTOGRAPHIC:
