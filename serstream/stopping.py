@@ -53,6 +53,7 @@ class Stopper:
         self.what = what
         self.signals = signals
         self.event = threading.Event()
+        self._said = threading.Event()  # the signal's log line is written
         self.signalled_at: float | None = None
         self._hooks: list[StopHook] = []
         self._lock = threading.Lock()
@@ -90,6 +91,8 @@ class Stopper:
         """The command returned ``exit_code``: should the process then still be held
         up past the budget (interpreter teardown), it leaves with that code, not 0."""
         self._exit_code = exit_code
+        if self.signalled_at is not None:  # the watcher's "X received" line is said before the exit
+            self._said.wait(timeout=0.5)
 
     # ------------------------------------------------------------------ watcher
     def _watch(self, fd: int) -> None:
@@ -113,6 +116,7 @@ class Stopper:
         threading.Thread(target=self._deadlines, name="stop-deadline", daemon=True).start()
         self._run_hooks(final=False)
         log.info("%s received: %s", signal.Signals(signum).name, self.what)
+        self._said.set()
 
     def _deadlines(self) -> None:
         assert self.signalled_at is not None
