@@ -8,6 +8,8 @@
 Sequence numbers are per topic and per daemon session: a jump means this subscriber
 lost messages (its queue was full, or it reconnected), and is counted in ``gaps``.
 Malformed or oversized messages are counted in ``rejected`` and skipped, never raised.
+A message of another ``schema`` version than this client's is still delivered (its keys
+may differ from what this version documents) and said once per daemon session in the log.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from serstream.events import EMOTION_TOPIC
+from serstream.events import EMOTION_TOPIC, SCHEMA_VERSION
 from serstream.publish import PublishConfig, needs_ipv6
 from serstream.security import CurveClient
 
@@ -100,6 +102,8 @@ class Subscriber:
         self.gaps = 0
         self.lost = 0
         self.rejected = 0
+        self.other_schema = 0  # daemon sessions seen sending another schema version
+        self._schema_said: set[str] = set()
         self._last_seq: dict[tuple[str, str], int] = {}
 
     def __enter__(self) -> Subscriber:
@@ -163,6 +167,7 @@ class Subscriber:
         if not isinstance(event, dict) or not isinstance(event.get("seq"), int):
             return self._reject(f"message on {topic!r} is not a serstream event")
         event["topic"] = topic
+        self._check_schema(event)
         key = (str(event.get("session")), topic)
         last = self._last_seq.get(key)
         if last is not None and event["seq"] != last + 1:
@@ -171,6 +176,16 @@ class Subscriber:
         self._last_seq[key] = event["seq"]
         self.received += 1
         return event
+
+    def _check_schema(self, event: dict[str, Any]) -> None:
+        """A daemon of another version is not an error (most keys still mean the same), but
+        a consumer reading a key that moved would silently get nothing: say it, once."""
+        version, session = event.get("schema"), str(event.get("session"))
+        if version != SCHEMA_VERSION and session not in self._schema_said:
+            self._schema_said.add(session)
+            self.other_schema += 1
+            log.warning("daemon session %s sends schema %r, this client knows schema %d: keys may differ "
+                        "(serstream/schema/event.schema.json)", session, version, SCHEMA_VERSION)
 
     def _reject(self, why: str) -> None:
         self.rejected += 1

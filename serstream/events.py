@@ -37,7 +37,7 @@ __all__ = [
     "encode",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 EMOTION_TOPIC = "emotion"
 STATS_TOPIC = "stats"
 TOPICS = (EMOTION_TOPIC, STATS_TOPIC)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 
 import zmq
@@ -11,6 +13,7 @@ from procs import free_endpoint
 from serstream.client import MAX_MESSAGE_BYTES, Subscriber
 from serstream.events import (
     EMOTION_TOPIC,
+    SCHEMA_VERSION,
     STATS_TOPIC,
     Message,
     Stamper,
@@ -42,6 +45,24 @@ def test_gaps_and_bad_messages_are_counted_and_skipped():
         assert [e["seq"] for e in got] == [0, 5]
         assert sub.rejected == 4
         assert sub.gaps == 1 and sub.lost == 4
+    pub.close()
+
+
+def test_another_schema_version_is_delivered_and_said_once_per_session(caplog):
+    ep = free_endpoint()
+    pub = Publisher(PublishConfig(bind=ep))
+    with Subscriber(ep, topics=(EMOTION_TOPIC,)) as sub:
+        _settle(sub, pub)
+        raw = pub._outbox  # straight onto the wire: an older daemon's messages
+        for seq in range(3):
+            raw.send_multipart([b"emotion", json.dumps({"schema": 1, "session": "old", "seq": seq}).encode()])
+        assert pub.send(Stamper().stamp(event(0)))  # this version's: no word about it
+        with caplog.at_level(logging.WARNING, logger="serstream.client"):
+            got = list(sub.events(timeout=2))
+        assert [e["schema"] for e in got] == [1, 1, 1, SCHEMA_VERSION]
+        assert sub.other_schema == 1 and sub.rejected == 0
+        said = [r.getMessage() for r in caplog.records if "schema" in r.getMessage()]
+        assert len(said) == 1 and "session old sends schema 1" in said[0], said
     pub.close()
 
 
