@@ -119,6 +119,10 @@ class AudioCache:
         self.sr = sr
         self.workers = workers or max(1, (os.cpu_count() or 1))
 
+    def trimming(self) -> dict:
+        """What every waveform this cache hands out depends on besides its file."""
+        return {"vad": asdict(self.vad), "sr": self.sr}
+
     def _load(self, name: str) -> dict:
         p = self.dir / name
         if p.exists():

@@ -91,11 +91,14 @@ class EncoderCache:
     """``key -> [layers, 2 * d]`` float16 statistics, in shards under ``cache_dir``."""
 
     def __init__(self, cache_dir: Path, features: FeatureConfig, mean: float, std: float,
-                 augment: AugmentConfig, n_layers: int = 6, workers: int | None = None) -> None:
+                 augment: AugmentConfig, *, trimming: dict, n_layers: int = 6, workers: int | None = None) -> None:
+        """``trimming`` says how the waveforms handed to :meth:`compute` were cut (the VAD
+        settings and rate): a key names a file, not its audio, so statistics of clips
+        trimmed otherwise must never be found under it."""
         self.features, self.mean, self.std, self.augment = features, mean, std, augment
         self.n_layers = n_layers
         self.workers = workers or max(1, os.cpu_count() or 1)
-        tag = _key(WEIGHTS.sha256, n_layers, asdict(features), mean, std, asdict(augment))
+        tag = _key(WEIGHTS.sha256, n_layers, asdict(features), mean, std, asdict(augment), trimming)
         self.dir = Path(cache_dir) / f"encoder-stats-{tag}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.graph = export_stats_graph(self.dir / "stats.onnx", n_layers)

@@ -105,7 +105,7 @@ def encode_training_data(prep: Prepared, cache_dir: Path, config: WhisperConfig)
     encoder, cached; returns the cache and the wall time this call spent."""
     t0 = time.monotonic()
     mean, std = WHISPER_NORM
-    enc = EncoderCache(cache_dir, config.features, mean, std, config.augment)
+    enc = EncoderCache(cache_dir, config.features, mean, std, config.augment, trimming=prep.cache.trimming())
     train, val = prep.train, prep.val
     variants = (prep.cache.variants(train.clips, train.audio, config.augment, config.seed)
                 if {"stretch", "pitch"} & set(config.versions) else [[] for _ in train.clips])
