@@ -17,9 +17,20 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["Bound", "bounded", "check", "problems", "bound_of", "limits_text", "is_int", "is_number", "MAX_THREADS", "THREADS"]
+__all__ = ["Bound", "bounded", "check", "problems", "bound_of", "limits_text", "is_int", "is_number", "MAX_THREADS", "THREADS", "usable_cpus"]
 
-MAX_THREADS = os.cpu_count() or 1  # more ONNX Runtime threads than CPUs only adds switching
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: a container or ``taskset`` can allow fewer than
+    the machine has, and threads beyond those only take turns."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity outside Linux
+        return max(1, os.cpu_count() or 1)
+
+
+MAX_THREADS = usable_cpus()  # more ONNX Runtime threads than CPUs only adds switching
 
 
 def is_int(v: Any) -> bool:

@@ -4,6 +4,7 @@ and replay carries on with the good files."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 import numpy as np
@@ -224,6 +225,17 @@ def test_extreme_values_are_refused_in_one_line(tiny, command, args, needle):
     assert r.returncode == 2, r.stderr
     assert_one_line_error(r.stderr, needle)
     assert "INFO" not in r.stderr  # refused before the model was even loaded
+
+
+def test_threads_are_bounded_by_the_cpus_this_process_may_use(tiny):
+    """Pinned to one CPU (as ``taskset`` or a container's cpuset does), two ONNX Runtime
+    threads would only take turns: the bound is the CPUs allowed, not the machine's."""
+    wav = sorted(EXAMPLES.glob("*.wav"))[0]
+    one_cpu = min(os.sched_getaffinity(0))
+    r = serstream("replay", "--model", tiny, "--no-publish", "--threads", "2", wav,
+                  preexec_fn=lambda: os.sched_setaffinity(0, {one_cpu}))
+    assert r.returncode == 2, r.stderr
+    assert_one_line_error(r.stderr, "--threads must be in [1, 1]")
 
 
 def test_help_states_the_limits_it_enforces():

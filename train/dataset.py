@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import pickle
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ import numpy as np
 from serstream.decode import load_audio
 from serstream.errors import AudioFileError
 from serstream.features import FeatureConfig, FeatureExtractor
+from serstream.limits import usable_cpus
 from serstream.vad import VadConfig, trim
 from train.augment import AugmentConfig, cached_variants
 from train.corpora import Clip
@@ -117,7 +117,7 @@ class AudioCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.vad = vad
         self.sr = sr
-        self.workers = workers or max(1, (os.cpu_count() or 1))
+        self.workers = workers or usable_cpus()
 
     def trimming(self) -> dict:
         """What every waveform this cache hands out depends on besides its file."""

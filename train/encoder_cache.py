@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from serstream.features import FeatureConfig, FeatureExtractor
+from serstream.limits import usable_cpus
 from train.augment import AugmentConfig, on_the_fly
 from train.dataset import Progress, _key, _to_float
 from train.head import LayerStats
@@ -97,7 +98,7 @@ class EncoderCache:
         trimmed otherwise must never be found under it."""
         self.features, self.mean, self.std, self.augment = features, mean, std, augment
         self.n_layers = n_layers
-        self.workers = workers or max(1, os.cpu_count() or 1)
+        self.workers = workers or usable_cpus()
         tag = _key(WEIGHTS.sha256, n_layers, asdict(features), mean, std, asdict(augment), trimming)
         self.dir = Path(cache_dir) / f"encoder-stats-{tag}"
         self.dir.mkdir(parents=True, exist_ok=True)
