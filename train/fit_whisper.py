@@ -22,7 +22,7 @@ import torch
 from serstream.features import FeatureConfig
 from train.augment import AugmentConfig
 from train.corpora import LABELS, Clip
-from train.dataset import _file_id
+from train.dataset import content_id
 from train.encoder_cache import EncoderCache, Job
 from train.evaluate import score
 from train.head import EmotionHead, HeadEnsemble, WhisperEmotion
@@ -111,12 +111,12 @@ def encode_training_data(prep: Prepared, cache_dir: Path, config: WhisperConfig)
                 if {"stretch", "pitch"} & set(config.versions) else [[] for _ in train.clips])
     jobs = []
     for clip, audio, extra in zip(train.clips, train.audio, variants, strict=True):
-        cid = _file_id(clip.path)
+        cid = content_id(clip.path)
         source = {"clean": audio, "fly1": audio}
         if len(extra) == 2:
             source |= {"stretch": extra[0], "pitch": extra[1]}
         jobs += [_job(cid, v, source[v]) for v in config.versions if v in source]
-    jobs += [_job(_file_id(c.path), "clean", a) for c, a in zip(val.clips, val.audio, strict=True)]
+    jobs += [_job(content_id(c.path), "clean", a) for c, a in zip(val.clips, val.audio, strict=True)]
     enc.compute(jobs, len(jobs), "encoder")
     return enc, time.monotonic() - t0
 
@@ -124,7 +124,7 @@ def encode_training_data(prep: Prepared, cache_dir: Path, config: WhisperConfig)
 def cached_stats(enc: EncoderCache, clips: list[Clip], versions: tuple[str, ...],
                  layers: tuple[int, ...]) -> torch.Tensor:
     """``[clips, versions, layers, 2 * d]`` float32 statistics from the cache."""
-    per_version = [enc.get([f"{_file_id(c.path)}|{v}" for c in clips])[:, list(layers)] for v in versions]
+    per_version = [enc.get([f"{content_id(c.path)}|{v}" for c in clips])[:, list(layers)] for v in versions]
     return torch.from_numpy(np.stack(per_version, axis=1).astype(np.float32))
 
 
