@@ -25,6 +25,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from serstream.events import EMOTION_TOPIC, SCHEMA_VERSION
+from serstream.handshake import FAILED, failure_reason
 from serstream.publish import PublishConfig, needs_ipv6
 from serstream.security import CurveClient
 
@@ -203,9 +204,7 @@ class LinkWatch:
     act on (see ``serstream listen``).
     """
 
-    _EVENTS = (zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
-               | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-               | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+    _EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | sum(FAILED)
 
     def __init__(self, sock: zmq.Socket, endpoints: list[str], encrypted: bool) -> None:
         self._sock = sock
@@ -228,13 +227,9 @@ class LinkWatch:
                 self._set(ep, "ok")
             elif kind == zmq.EVENT_CONNECTED and not self._state[ep].startswith("failed"):
                 self._set(ep, "connected")  # (after a failure, a retry is not news until it succeeds)
-            elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                self._set(ep, "failed: the daemon does not allow this client's key (its --allow-clients)")
-            elif kind in (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
-                self._set(ep, "failed: " + (
-                    "the CurveZMQ handshake failed (is --curve-server-key this daemon's public key? "
-                    "does the daemon encrypt?)" if self.encrypted else
-                    "the handshake failed (does the daemon expect CurveZMQ keys? see --curve-server-key)"))
+            elif kind in FAILED:
+                self._set(ep, "failed: " + str(failure_reason(kind, ev["value"], encrypted=self.encrypted,
+                                                              side="client")))
             elif kind == zmq.EVENT_DISCONNECTED and self._state[ep] == "ok":
                 self._set(ep, "disconnected")
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from serstream.events import TOPICS
+from serstream.handshake import FAILED, failure_reason
 from serstream.ratelog import RateLimitedLog
 
 __all__ = ["PeerGuard", "MAX_REFUSED", "MAX_MESSAGE_BYTES", "MONITORED_EVENTS"]
@@ -46,15 +47,7 @@ _IN_PROCESS = -1  # inproc:// subscribers carry no fd: one pseudo-connection for
 MAX_REFUSED = 100  # refused messages a connection may send before it is cut; a subscriber needs none
 MAX_MESSAGE_BYTES = 512  # largest message a subscriber may send (a subscription is a topic: a few bytes)
 
-# libzmq's protocol error codes for the handshake failures worth explaining
-_CRYPTOGRAPHIC = 0x11000001  # ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC: Curve boxes that do not open
-_MECHANISM_MISMATCH = 0x11000002  # ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH: CURVE against NULL
-
-_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
-           zmq.EVENT_HANDSHAKE_FAILED_AUTH)
-MONITORED_EVENTS = (zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
-                    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                    | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+MONITORED_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | sum(FAILED)
 
 
 @dataclass
@@ -153,9 +146,11 @@ class PeerGuard:
             conn = self._connections.get(value)
             if conn is None or conn.gone:  # (a live one was made by a message that overtook this event)
                 self._connections[value] = _Connection(_peer_address(value))
-        elif event in _FAILED:
+        elif event in FAILED:
             self.handshakes_failed += 1
-            self._failures.append(None if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH else self._why(event, value))
+            # a key refused by our ZAP handler is explained there, with its fingerprint
+            self._failures.append(None if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH else
+                                  failure_reason(event, value, encrypted=self.encrypted, side="daemon"))
         elif event == zmq.EVENT_DISCONNECTED:
             # kept, marked gone, until its fd is accepted again: messages it sent may
             # still be queued, and must not be charged to whoever gets the fd next
@@ -171,14 +166,6 @@ class PeerGuard:
                 # (a connection refused at once can be gone before its address was read)
                 self._log(("handshake", _host(address), failure), "refused a connection from %s: %s",
                           address or "a peer gone before its address could be read", failure)
-
-    def _why(self, event: int, value: int) -> str:
-        if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == _CRYPTOGRAPHIC:
-            return "its CurveZMQ handshake did not decrypt (the client has a wrong --curve-server-key)"
-        if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == _MECHANISM_MISMATCH:
-            return ("the client does not use CurveZMQ encryption" if self.encrypted
-                    else "the client asks for CurveZMQ encryption, which this daemon is not using")
-        return f"handshake failed ({zmq.Event(event).name.lower()}, code {value:#x})"
 
 
 def _source_fd(frame: zmq.Frame) -> int | None:

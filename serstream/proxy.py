@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from serstream.handshake import FAILED, failure_reason
 from serstream.publish import PublishConfig, Publisher
 from serstream.security import CurveClient
 
@@ -35,13 +36,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PROXY_BIND = "tcp://127.0.0.1:5560"  # beside a daemon's 5556 on the same host
 
-_EVENTS = {
-    zmq.EVENT_CONNECTED: (logging.INFO, "connected to {}"),
-    zmq.EVENT_DISCONNECTED: (logging.WARNING, "lost {}: reconnecting"),
-    zmq.EVENT_HANDSHAKE_FAILED_AUTH: (logging.ERROR, "{} refused this proxy's key (is it in the daemon's --allow-clients?)"),
-    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: (logging.ERROR, "handshake with {} failed: wrong server key, or encryption on one side only"),
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: (logging.ERROR, "handshake with {} failed"),
-}
+_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | sum(FAILED)
 
 
 @dataclass(frozen=True)
@@ -77,7 +72,7 @@ class Proxy:
         xsub.setsockopt(zmq.LINGER, 0)
         xsub.setsockopt(zmq.RECONNECT_IVL, config.reconnect_ivl_ms)
         xsub.setsockopt(zmq.RECONNECT_IVL_MAX, config.reconnect_ivl_max_ms)
-        self._monitor = xsub.get_monitor_socket(sum(_EVENTS))
+        self._monitor = xsub.get_monitor_socket(_EVENTS)
         try:
             for i, endpoint in enumerate(config.connect):
                 if config.upstream:  # options are taken at connect: each daemon its own key
@@ -102,11 +97,16 @@ class Proxy:
             self._close(self._xsub, self.publisher)
         return {"from_daemons": self.publisher.forwarded}
 
-    @staticmethod
-    def _log_event(event: dict) -> None:
-        level, text = _EVENTS.get(event["event"], (logging.DEBUG, f"{{}}: event {event['event']}"))
+    def _log_event(self, event: dict) -> None:
+        kind = event["event"]
         endpoint = event["endpoint"].decode() if isinstance(event["endpoint"], bytes) else event["endpoint"]
-        log.log(level, text.format(endpoint))
+        if kind == zmq.EVENT_CONNECTED:
+            log.info("connected to %s", endpoint)
+        elif kind == zmq.EVENT_DISCONNECTED:
+            log.warning("lost %s: reconnecting", endpoint)
+        else:
+            reason = failure_reason(kind, event["value"], encrypted=bool(self.config.upstream), side="client")
+            log.log(logging.ERROR if reason else logging.DEBUG, "%s: %s", endpoint, reason or f"event {kind}")
 
     def _close(self, xsub: zmq.Socket, publisher: Publisher | None) -> None:
         if publisher is not None:

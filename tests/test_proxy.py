@@ -107,6 +107,26 @@ def test_curve_on_both_sides_with_a_key_per_daemon(tiny, tmp_path):
     assert "CurveZMQ encryption on" in err.text()
 
 
+def test_a_daemon_that_refuses_the_proxys_key_is_named_with_the_reason(tiny, tmp_path):
+    """The proxy reads handshake failures as ``listen`` does (one reading, serstream.handshake)."""
+    keys = tmp_path / "keys"
+    r = serstream("keys", keys, "--name", "d1", "--name", "proxy", "--name", "other")
+    assert r.returncode == 0, r.stderr
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    shutil.copy(keys / "other.key", allowed)  # not the proxy's
+    d1 = free_endpoint()
+    daemon = _daemon(tiny, d1, CLIPS[0], "--curve-secret", keys / "d1.key_secret", "--allow-clients", allowed)
+    proxy, err = _proxy("--connect", d1, "--bind", free_endpoint(),
+                        "--daemon-key", keys / "d1.key", "--daemon-secret", keys / "proxy.key_secret")
+    assert err.wait_for(f"{d1}: the daemon does not allow this client's key", 60), err.text()
+    proxy.send_signal(signal.SIGINT)
+    proxy.wait(timeout=30)
+    daemon.kill()
+    daemon.wait(timeout=30)
+    assert proxy.returncode == 0, err.text()
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--daemon-key", "k1", "--daemon-key", "k2"], "need both --daemon-key and --daemon-secret"),
     (["--daemon-key", "k1", "--daemon-key", "k2", "--daemon-key", "k3", "--daemon-secret", "s"],
