@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["Bound", "bounded", "check", "problems", "bound_of", "limits_text", "is_int", "is_number", "MAX_THREADS", "THREADS", "usable_cpus"]
+__all__ = ["Bound", "bounded", "check", "problems", "bound_of", "limits_text", "is_int", "is_number", "MAX_THREADS", "THREADS", "usable_cpus", "strict_fields"]
 
 
 
@@ -107,6 +107,18 @@ def check(obj: Any) -> None:
     found = problems(obj)
     if found:
         raise ValueError("; ".join(found))
+
+
+def strict_fields(cls: type, data: Any, what: str, error: type[Exception] = ValueError) -> dict[str, Any]:
+    """``data`` as keyword arguments for dataclass ``cls``, read from a model file or a
+    config: an object whose every key is a field. An unknown key is a setting this code
+    does not have, refused rather than ignored; a missing one takes its default."""
+    if not isinstance(data, dict):
+        raise error(f"{what} must be an object, got {type(data).__name__}")
+    unknown = sorted(set(data) - {f.name for f in fields(cls)})
+    if unknown:
+        raise error(f"unknown {what} {unknown}")
+    return data
 
 
 def bound_of(cls: type, name: str) -> Bound:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ import webrtcvad
 
 from serstream import limits
 from serstream.gate import LevelGate
-from serstream.limits import bounded
+from serstream.limits import bounded, strict_fields
 
 __all__ = ["VAD_RATES", "VAD_FRAME_MS", "VAD_MODES", "VadConfig", "Segment", "Segmenter", "Framer",
            "segments", "trim", "to_pcm16"]
@@ -92,12 +92,7 @@ class VadConfig:
     def from_dict(cls, data: Any) -> VadConfig:
         """Strict inverse of :meth:`to_dict`: an unknown key is a setting this code does
         not have (refused rather than ignored); a missing one takes its default."""
-        if not isinstance(data, dict):
-            raise ValueError(f"VAD settings must be an object, got {type(data).__name__}")
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown VAD settings {unknown}")
-        return cls(**data)
+        return cls(**strict_fields(cls, data, "VAD settings"))
 
 
 @dataclass(frozen=True)

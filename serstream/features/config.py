@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from serstream.limits import is_int, is_number
+from serstream.limits import is_int, is_number, strict_fields
 
 __all__ = ["FEATURE_KINDS", "FeatureConfig", "FeatureConfigError", "fft_size_problem"]
 
@@ -166,10 +166,4 @@ class FeatureConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureConfig:
         """Strict inverse of :meth:`to_dict`: an unknown key means a feature this code lacks."""
-        if not isinstance(data, dict):
-            raise FeatureConfigError(f"feature configuration must be an object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise FeatureConfigError(f"unknown feature settings {unknown}")
-        return cls(**data)
+        return cls(**strict_fields(cls, data, "feature settings", FeatureConfigError))
