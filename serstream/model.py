@@ -202,8 +202,8 @@ class ModelMetadata:
 MAX_MIN_FRAMES = 3000  # a model may ask to see at least 30 s of 10 ms frames, no more
 MAX_LABELS = 1000
 MAX_NAME = 200  # characters of a label or a model id: each goes into every event
-_METADATA_KEYS = {"format", "model_id", "labels", "sample_rate", "features", "normalisation", "output_kind",
-                  "min_frames", "max_frames", "vad", "provenance"}
+# the keys a model may carry are those the writer writes: read off it, not kept by hand
+_METADATA_KEYS = frozenset(json.loads(ModelMetadata(("a", "b"), FeatureConfig(), (0.0,), (1.0,)).to_json()))
 
 
 _FLOAT_TENSORS = ("tensor(float)", "tensor(double)", "tensor(float16)")
