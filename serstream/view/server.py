@@ -59,13 +59,19 @@ class Hub:
         self._lock = threading.Lock()
         self._backlog: collections.deque[tuple[float, bytes]] = collections.deque(maxlen=config.max_backlog)
         self._pages: set[_Page] = set()
+        self._status: bytes | None = None  # the latest status, for pages that open
         self.closed = threading.Event()
 
-    def publish(self, kind: str, data: Any, keep: bool = True) -> None:
+    def publish(self, kind: str, data: Any) -> None:
+        """An event for every page; ``status`` replaces the last one instead of joining
+        the backlog. Both are taken on the subscriber's thread, after the events they
+        count, so no page sees a count ahead of its stream."""
         chunk = f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
         now = time.monotonic()
         with self._lock:
-            if keep:
+            if kind == "status":
+                self._status = chunk
+            else:
                 self._backlog.append((now, chunk))
                 while self._backlog and self._backlog[0][0] < now - self.config.history_s:
                     self._backlog.popleft()
@@ -80,7 +86,7 @@ class Hub:
         page = _Page(self.config.page_queue)
         with self._lock:
             self._pages.add(page)
-            return page, [chunk for _, chunk in self._backlog]
+            return page, [chunk for _, chunk in self._backlog] + ([self._status] if self._status else [])
 
     def close_page(self, page: _Page) -> None:
         with self._lock:
@@ -129,7 +135,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Cache-Control", "no-cache")
             self.end_headers()
             self.wfile.write(b"retry: 1000\n\nevent: reset\ndata: {}\n\n" + b"".join(backlog))
-            self.wfile.write(self.server.status_chunk())
             self.wfile.flush()
             while not hub.closed.is_set() and not page.dropped:
                 try:
@@ -151,7 +156,6 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     hub: Hub
     config: ViewConfig
-    status_chunk: Any
 
 
 class ViewServer:
@@ -169,7 +173,7 @@ class ViewServer:
             self.httpd = _HTTPServer((host, port), _Handler)
         except OSError as exc:
             raise UserError(f"cannot serve the view on {self.config.http}: {exc.strerror}") from None
-        self.httpd.hub, self.httpd.config, self.httpd.status_chunk = self.hub, self.config, self._status_chunk
+        self.httpd.hub, self.httpd.config = self.hub, self.config
         self.host, self.port = self.httpd.server_address[:2]
         if not is_loopback_endpoint(f"tcp://{host}:{port}"):
             log.warning("serving the view on %s: reachable from the network, with no password", self.config.http)
@@ -180,13 +184,12 @@ class ViewServer:
         return f"http://{host}:{self.port}/"
 
     def status(self) -> dict[str, Any]:
+        """The subscription's counters; read on the subscriber's thread only, which
+        changes them (a page's thread once iterated ``lost_by_session`` as it grew)."""
         sub = self.subscriber
         return {"received": sub.received, "gaps": sub.gaps, "lost": sub.lost, "rejected": sub.rejected,
                 "lost_by_session": dict(self.lost_by_session), "pages": self.hub.pages,
                 "since": round(self.started, 3)}
-
-    def _status_chunk(self) -> bytes:
-        return f"event: status\ndata: {json.dumps(self.status())}\n\n".encode()
 
     def serve(self, stop: threading.Event) -> None:
         web = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
@@ -202,7 +205,7 @@ class ViewServer:
                     self._take(ev, self.subscriber.lost - lost)
                 if time.monotonic() >= next_status:
                     next_status = time.monotonic() + self.config.status_interval
-                    self.hub.publish("status", self.status(), keep=False)
+                    self.hub.publish("status", self.status())
         finally:
             self.hub.closed.set()
             self.httpd.shutdown()
