@@ -240,8 +240,10 @@ def fit(data: Path, out_dir: Path, cache_dir: Path, config: FitConfig = FitConfi
         "machine": f"{platform.processor() or platform.machine()}, {config.whisper.threads} torch threads",
         "command": meta.provenance["command"],
     }
-    (out_dir / f"{config.name}.json").write_text(json.dumps(card, indent=1))
-    (out_dir / f"{config.name}.md").write_text(model_card.markdown(card))
+    text = json.dumps(card, indent=1)
+    (out_dir / f"{config.name}.json").write_text(text)
+    # rendered from the JSON as written, so the two say the same (a tuple is a list there)
+    (out_dir / f"{config.name}.md").write_text(model_card.markdown(json.loads(text)))
     log.info("fit done in %.0f s: test %s", wall,
              {k: (v["accuracy"], v["macro_f1"]) for k, v in test["corpora"].items()})
     return card
