@@ -28,6 +28,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from serstream.handshake import FAILED, failure_reason
 from serstream.publish import PublishConfig, Publisher
+from serstream.ratelog import RateLimitedLog
 from serstream.security import CurveClient
 
 __all__ = ["ProxyConfig", "Proxy", "DEFAULT_PROXY_BIND"]
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PROXY_BIND = "tcp://127.0.0.1:5560"  # beside a daemon's 5556 on the same host
 
-_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | sum(FAILED)
+_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | sum(FAILED)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class Proxy:
         xsub.setsockopt(zmq.LINGER, 0)
         xsub.setsockopt(zmq.RECONNECT_IVL, config.reconnect_ivl_ms)
         xsub.setsockopt(zmq.RECONNECT_IVL_MAX, config.reconnect_ivl_max_ms)
+        self._failing: set[str] = set()  # daemons whose last handshake failed
+        self._failures = RateLimitedLog(log, logging.ERROR)
         self._monitor = xsub.get_monitor_socket(_EVENTS)
         try:
             for i, endpoint in enumerate(config.connect):
@@ -98,15 +101,27 @@ class Proxy:
         return {"from_daemons": self.publisher.forwarded}
 
     def _log_event(self, event: dict) -> None:
+        """One line per change a person can act on. A daemon that refuses the handshake is
+        retried every couple of seconds for as long as the proxy runs; each retry connects,
+        fails and drops. The failure is said at once and then at most once a minute with
+        a count, and the connect/drop churn it causes is not said at all until the
+        handshake succeeds."""
         kind = event["event"]
         endpoint = event["endpoint"].decode() if isinstance(event["endpoint"], bytes) else event["endpoint"]
-        if kind == zmq.EVENT_CONNECTED:
-            log.info("connected to %s", endpoint)
+        failing = endpoint in self._failing
+        reason = failure_reason(kind, event["value"], encrypted=bool(self.config.upstream), side="client")
+        if reason:
+            self._failing.add(endpoint)
+            self._failures((endpoint, reason), "%s: %s", endpoint, reason)
+        elif kind == zmq.EVENT_CONNECTED:
+            log.log(logging.DEBUG if failing else logging.INFO, "connected to %s", endpoint)
         elif kind == zmq.EVENT_DISCONNECTED:
-            log.warning("lost %s: reconnecting", endpoint)
+            log.log(logging.DEBUG if failing else logging.WARNING, "lost %s: reconnecting", endpoint)
+        elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED and failing:
+            self._failing.discard(endpoint)
+            log.info("%s: the handshake succeeds now; forwarding", endpoint)
         else:
-            reason = failure_reason(kind, event["value"], encrypted=bool(self.config.upstream), side="client")
-            log.log(logging.ERROR if reason else logging.DEBUG, "%s: %s", endpoint, reason or f"event {kind}")
+            log.debug("%s: event %s", endpoint, kind)
 
     def _close(self, xsub: zmq.Socket, publisher: Publisher | None) -> None:
         if publisher is not None:

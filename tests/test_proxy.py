@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import time
 
 import pytest
 
@@ -119,12 +120,18 @@ def test_a_daemon_that_refuses_the_proxys_key_is_named_with_the_reason(tiny, tmp
     daemon = _daemon(tiny, d1, CLIPS[0], "--curve-secret", keys / "d1.key_secret", "--allow-clients", allowed)
     proxy, err = _proxy("--connect", d1, "--bind", free_endpoint(),
                         "--daemon-key", keys / "d1.key", "--daemon-secret", keys / "proxy.key_secret")
-    assert err.wait_for(f"{d1}: the daemon does not allow this client's key", 60), err.text()
+    line = f"{d1}: the daemon does not allow this client's key"
+    assert err.wait_for(line, 60), err.text()
+    # it retries (100 ms, doubling to 2 s): by now several handshakes have failed, each said
+    # to the proxy's monitor; the log says the failure once, not once per retry
+    time.sleep(4)
     proxy.send_signal(signal.SIGINT)
     proxy.wait(timeout=30)
     daemon.kill()
     daemon.wait(timeout=30)
     assert proxy.returncode == 0, err.text()
+    assert err.text().count(line) == 1, err.text()
+    assert f"lost {d1}" not in err.text(), err.text()  # the retries' drops are not news either
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -147,3 +154,34 @@ def test_busy_port_is_one_line():
     assert_one_line_error(r.stderr, "address already in use")
     first.send_signal(signal.SIGINT)
     first.wait(timeout=30)
+
+
+def test_a_refusing_daemon_is_said_once_and_its_recovery_is_said(caplog):
+    """The proxy's reading of its monitor's events, fed the sequence a refused and then
+    accepted connection produces (a real proxy: its sockets are bound and closed)."""
+    import logging
+    import threading
+
+    import zmq
+
+    from serstream.proxy import Proxy, ProxyConfig
+    from serstream.publish import PublishConfig
+
+    ep = "tcp://127.0.0.1:1"
+    proxy = Proxy(ProxyConfig(connect=(ep,), publish=PublishConfig(bind=free_endpoint())))
+    refused = {"event": zmq.EVENT_HANDSHAKE_FAILED_AUTH, "value": 0, "endpoint": ep.encode()}
+    connected = {"event": zmq.EVENT_CONNECTED, "value": 0, "endpoint": ep.encode()}
+    dropped = {"event": zmq.EVENT_DISCONNECTED, "value": 0, "endpoint": ep.encode()}
+    with caplog.at_level(logging.INFO, logger="serstream.proxy"):
+        for _ in range(5):
+            for ev in (connected, refused, dropped):
+                proxy._log_event(ev)
+        proxy._log_event(connected)
+        proxy._log_event({"event": zmq.EVENT_HANDSHAKE_SUCCEEDED, "value": 0, "endpoint": ep.encode()})
+        proxy._log_event(dropped)  # a loss after it works again is news
+    stop = threading.Event()
+    stop.set()
+    proxy.run(stop)
+    said = [r.getMessage() for r in caplog.records if ep in r.getMessage()]
+    assert said == [f"connected to {ep}", f"{ep}: the daemon does not allow this client's key (its --allow-clients)",
+                    f"{ep}: the handshake succeeds now; forwarding", f"lost {ep}: reconnecting"], said
