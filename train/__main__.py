@@ -67,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--heads", type=int, default=None)
     c.add_argument("--epochs", type=int, default=None)
     c.add_argument("--limit", type=int, default=None, help="clips per corpus (quick runs)")
+    c.add_argument("--normalise", choices=["none", "corpus", "speaker"], default="none",
+                   help="subtract each speaker's (or corpus's) mean statistics first: what adapting to "
+                        "the voice (or microphone) heard would gain; held-out speakers use their own clips")
+    c.add_argument("--reference", type=int, default=0,
+                   help="with --normalise: how many of a held-out speaker's clips make its mean (0: all)")
     d = sub.add_parser("eda", help="plots that motivate the design (PNG)")
     d.add_argument("--data", type=Path, required=True)
     d.add_argument("--out", type=Path, default=Path("reports"))
@@ -84,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             from train.fit import cross_validation
 
             args.kind, args.name = "whisper", None
-            result = cross_validation(args.data, args.cache, fit_config(args), args.folds)
+            result = cross_validation(args.data, args.cache, fit_config(args), args.folds, args.normalise,
+                                      args.reference)
             for epoch, accs in result["by_epoch"].items():
                 if epoch % 10 == 0 or epoch == result["epochs"]:
                     print(f"epoch {epoch:3d}  " + "  ".join(f"{c} {a:.3f}" for c, a in accs.items()))

@@ -162,14 +162,17 @@ def layer_probe(prep: Prepared, enc, wc: WhisperConfig) -> dict:
     return out
 
 
-def cross_validation(data: Path, cache_dir: Path, config: FitConfig, folds: int) -> dict:
+def cross_validation(data: Path, cache_dir: Path, config: FitConfig, folds: int, normalise: str = "none",
+                     reference: int = 0) -> dict:
     """``python -m train cv``: the Whisper head's cross-validation alone (see
     :func:`train.fit_whisper.cross_validate`)."""
     if folds < 2:
         raise ValueError(f"--folds must be at least 2, got {folds}")
+    if reference < 0 or (reference and normalise == "none"):
+        raise ValueError(f"--reference must be 0 (all clips) or a clip count, and needs --normalise; got {reference}")
     prep = prepare(data, cache_dir / "cv", cache_dir, config.name, config.data)
     enc, _ = encode_training_data(prep, cache_dir, config.whisper)
-    return cross_validate(prep, enc, config.whisper, folds)
+    return cross_validate(prep, enc, config.whisper, folds, normalise, reference)
 
 
 def _fit_cnn(prep: Prepared, out_dir: Path, cache_dir: Path, config: FitConfig) -> dict:

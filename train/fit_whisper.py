@@ -193,19 +193,56 @@ def train_head(prep: Prepared, enc: EncoderCache, config: WhisperConfig, cache_w
     return HeadResult(head, epoch, history, cache_wall_s, time.monotonic() - t0)
 
 
-def cross_validate(prep: Prepared, enc: EncoderCache, config: WhisperConfig, folds: int = 4) -> dict:
+NORMALISE = ("none", "corpus", "speaker")
+
+
+def subtract_group_means(x: torch.Tensor, clips: list[Clip], by: str, reference: int = 0,
+                         seed: int = 7) -> torch.Tensor:
+    """``x`` (``[clips, versions, layers, 2 * d]``) less, per clip, the mean clean statistics
+    (version 0) of the clips sharing its speaker (``by="speaker"``) or corpus (``"corpus"``).
+
+    This asks what the daemon would gain by adapting to the voice (or the microphone and
+    room) it hears: the head then sees how a clip departs from that voice's average, not
+    the voice. It is transductive: a held-out speaker's unlabelled clips set their own
+    reference. ``reference``: how many of the group's clips (drawn at random) make the
+    mean, as a daemon would have after that many segments; 0: all of them. The served
+    model does not do this (yet): it is a measurement for ``python -m train cv``.
+    """
+    if by == "none":
+        return x
+    if by not in NORMALISE:
+        raise ValueError(f"normalise must be one of {', '.join(NORMALISE)}, got {by!r}")
+    if reference < 0:
+        raise ValueError(f"reference must be 0 (all clips) or a clip count, got {reference}")
+    keys = np.array([c.speaker if by == "speaker" else c.corpus for c in clips])
+    rng = np.random.default_rng(seed)
+    out = x.clone()
+    for key in np.unique(keys):
+        idx = np.flatnonzero(keys == key)
+        ref = rng.choice(idx, reference, replace=False) if 0 < reference < idx.size else idx
+        out[idx] = x[idx] - x[ref, 0].mean(dim=0)
+    return out
+
+
+def cross_validate(prep: Prepared, enc: EncoderCache, config: WhisperConfig, folds: int = 4,
+                   normalise: str = "none", reference: int = 0) -> dict:
     """Speaker-grouped ``folds``-fold cross-validation on the *training* speakers (TESS:
     words): each fold's heads train on the others' clips and are scored on its clean
     clips, per corpus, after every epoch. A steadier guide to choices than the few
-    validation speakers; the test speakers are never touched."""
+    validation speakers; the test speakers are never touched.
+
+    ``normalise``/``reference``: see :func:`subtract_group_means` (training clips are
+    normalised by all of their group's clips, held-out ones by ``reference`` of them)."""
     clips = prep.train.clips
     fold = speaker_folds(clips, folds, config.seed)
-    x = cached_stats(enc, clips, config.versions, config.layers)
+    raw = cached_stats(enc, clips, config.versions, config.layers)
+    x = subtract_group_means(raw, clips, normalise)
+    x_held = subtract_group_means(raw, clips, normalise, reference, config.seed) if reference else x
     per_epoch: dict[int, list[dict]] = {}
     for f in range(folds):
         tr, ev = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         log.info("fold %d/%d: %d training clips, %d held out", f + 1, folds, tr.size, ev.size)
-        _, _, history = train_heads([clips[i] for i in tr], x[tr], [clips[i] for i in ev], x[ev, 0], config, "cv")
+        _, _, history = train_heads([clips[i] for i in tr], x[tr], [clips[i] for i in ev], x_held[ev, 0], config, "cv")
         for h in history:
             per_epoch.setdefault(h["epoch"], []).append(h["cv_corpora"])
     curve = {}
@@ -214,6 +251,7 @@ def cross_validate(prep: Prepared, enc: EncoderCache, config: WhisperConfig, fol
         curve[epoch] = {c: round(float(np.mean([a[c] for a in accs if c in a])), 4) for c in corpora}
     last = curve[config.epochs]
     return {"folds": folds, "layers": list(config.layers), "heads": config.heads, "epochs": config.epochs,
+            "normalise": normalise, "reference": reference,
             "by_epoch": curve, "final": last, "final_mean": round(float(np.mean(list(last.values()))), 4),
             "groups_learnt_from": groups_learnt_from(clips, fold)}
 

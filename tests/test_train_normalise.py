@@ -1,0 +1,72 @@
+"""The per-speaker / per-corpus normalisation that ``python -m train cv --normalise`` measures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from train.__main__ import main
+from train.corpora import Clip
+from train.fit_whisper import subtract_group_means
+
+
+def _clips() -> list[Clip]:
+    out = []
+    for corpus, speakers in (("ravdess", ("ravdess:01", "ravdess:02")), ("savee", ("savee:DC",))):
+        for spk in speakers:
+            out += [Clip(Path(f"/x/{spk}-{i}.wav"), "angry", corpus, spk, spk) for i in range(6)]
+    return out
+
+
+def _stats(clips: list[Clip]) -> torch.Tensor:
+    """[clips, 2 versions, 1 layer, 4]: each speaker offset by its own voice, plus noise."""
+    g = torch.Generator().manual_seed(0)
+    voice = {s: torch.full((4,), float(k * 10)) for k, s in enumerate(sorted({c.speaker for c in clips}))}
+    x = torch.randn(len(clips), 2, 1, 4, generator=g)
+    return x + torch.stack([voice[c.speaker] for c in clips])[:, None, None, :]
+
+
+def test_speaker_means_are_removed_and_versions_follow_the_clean_reference():
+    clips = _clips()
+    x = _stats(clips)
+    out = subtract_group_means(x, clips, "speaker")
+    for spk in {c.speaker for c in clips}:
+        rows = [i for i, c in enumerate(clips) if c.speaker == spk]
+        assert torch.allclose(out[rows, 0].mean(0), torch.zeros(1, 4), atol=1e-5)
+        # augmented versions are moved by the same (clean) reference, not their own mean
+        assert torch.allclose(out[rows, 1], x[rows, 1] - x[rows, 0].mean(0))
+    assert torch.equal(subtract_group_means(x, clips, "none"), x)
+
+
+def test_corpus_means_pool_the_speakers_of_a_corpus():
+    clips = _clips()
+    x = _stats(clips)
+    out = subtract_group_means(x, clips, "corpus")
+    rav = [i for i, c in enumerate(clips) if c.corpus == "ravdess"]
+    assert torch.allclose(out[rav, 0].mean(0), torch.zeros(1, 4), atol=1e-5)
+    # the two RAVDESS voices stay apart: a corpus mean does not remove the speaker
+    assert (out[rav[:6], 0].mean() - out[rav[6:], 0].mean()).abs() > 5
+
+
+def test_a_reference_of_k_clips_uses_k_of_the_speakers_clips():
+    clips = _clips()
+    x = _stats(clips)
+    out = subtract_group_means(x, clips, "speaker", reference=2, seed=3)
+    rows = [i for i, c in enumerate(clips) if c.speaker == "ravdess:01"]
+    offset = (x[rows, 0] - out[rows, 0])[0]  # the mean that was subtracted
+    pairs = [(a, b) for a in rows for b in rows if a < b]
+    assert any(torch.allclose(offset, x[[a, b], 0].mean(0)) for a, b in pairs)
+    assert not torch.allclose(offset, x[rows, 0].mean(0))
+
+
+@pytest.mark.parametrize("how, reference", [("voice", 0), ("speaker", -1)])
+def test_bad_normalisation_is_refused(how, reference):
+    with pytest.raises(ValueError):
+        subtract_group_means(_stats(_clips()), _clips(), how, reference)
+
+
+def test_cli_refuses_a_reference_without_normalisation(tmp_path, capsys):
+    assert main(["cv", "--data", str(tmp_path), "--reference", "5"]) == 2
+    assert "--reference" in capsys.readouterr().err
