@@ -70,3 +70,21 @@ def test_bad_normalisation_is_refused(how, reference):
 def test_cli_refuses_a_reference_without_normalisation(tmp_path, capsys):
     assert main(["cv", "--data", str(tmp_path), "--reference", "5"]) == 2
     assert "--reference" in capsys.readouterr().err
+
+
+def test_a_neutral_reference_uses_the_speakers_neutral_clips_only():
+    clips = _clips()
+    clips[0] = Clip(clips[0].path, "neutral", clips[0].corpus, clips[0].speaker, clips[0].group)
+    clips[1] = Clip(clips[1].path, "neutral", clips[1].corpus, clips[1].speaker, clips[1].group)
+    x = _stats(clips)
+    out = subtract_group_means(x, clips, "speaker", reference="neutral")
+    assert torch.allclose(out[:6], x[:6] - x[[0, 1], 0].mean(0))
+    # a speaker with no neutral clip falls back to all of its clips
+    assert torch.allclose(out[6:12, 0].mean(0), torch.zeros(1, 4), atol=1e-5)
+
+
+def test_cli_refuses_a_reference_that_is_neither_a_count_nor_neutral(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["cv", "--data", str(tmp_path), "--normalise", "speaker", "--reference", "calm"])
+    assert exc.value.code == 2
+    assert "a clip count or 'neutral'" in capsys.readouterr().err

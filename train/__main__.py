@@ -34,6 +34,16 @@ def fit_config(args: argparse.Namespace):
     return replace(cfg, whisper=whisper, cnn=cnn)
 
 
+def _reference(text: str) -> int | str:
+    """``--reference``: a clip count or ``neutral``."""
+    if text == "neutral":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a clip count or 'neutral', not {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train", description="Train and evaluate serstream emotion models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -70,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--normalise", choices=["none", "corpus", "speaker"], default="none",
                    help="subtract each speaker's (or corpus's) mean statistics first: what adapting to "
                         "the voice (or microphone) heard would gain; held-out speakers use their own clips")
-    c.add_argument("--reference", type=int, default=0,
-                   help="with --normalise: how many of a held-out speaker's clips make its mean (0: all)")
+    c.add_argument("--reference", type=_reference, default=0,
+                   help="with --normalise: how many of a held-out speaker's clips make its mean (0: all), "
+                        "or 'neutral': its neutral clips (an enrolment), training clips likewise")
     d = sub.add_parser("eda", help="plots that motivate the design (PNG)")
     d.add_argument("--data", type=Path, required=True)
     d.add_argument("--out", type=Path, default=Path("reports"))

@@ -163,13 +163,14 @@ def layer_probe(prep: Prepared, enc, wc: WhisperConfig) -> dict:
 
 
 def cross_validation(data: Path, cache_dir: Path, config: FitConfig, folds: int, normalise: str = "none",
-                     reference: int = 0) -> dict:
+                     reference: int | str = 0) -> dict:
     """``python -m train cv``: the Whisper head's cross-validation alone (see
     :func:`train.fit_whisper.cross_validate`)."""
     if folds < 2:
         raise ValueError(f"--folds must be at least 2, got {folds}")
-    if reference < 0 or (reference and normalise == "none"):
-        raise ValueError(f"--reference must be 0 (all clips) or a clip count, and needs --normalise; got {reference}")
+    if (reference != "neutral" and (not isinstance(reference, int) or reference < 0)) or (reference and normalise == "none"):
+        raise ValueError("--reference must be 0 (all clips), a clip count or 'neutral', and needs --normalise; "
+                         f"got {reference}")
     prep = prepare(data, cache_dir / "cv", cache_dir, config.name, config.data)
     enc, _ = encode_training_data(prep, cache_dir, config.whisper)
     return cross_validate(prep, enc, config.whisper, folds, normalise, reference)

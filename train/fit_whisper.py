@@ -196,7 +196,7 @@ def train_head(prep: Prepared, enc: EncoderCache, config: WhisperConfig, cache_w
 NORMALISE = ("none", "corpus", "speaker")
 
 
-def subtract_group_means(x: torch.Tensor, clips: list[Clip], by: str, reference: int = 0,
+def subtract_group_means(x: torch.Tensor, clips: list[Clip], by: str, reference: int | str = 0,
                          seed: int = 7) -> torch.Tensor:
     """``x`` (``[clips, versions, layers, 2 * d]``) less, per clip, the mean clean statistics
     (version 0) of the clips sharing its speaker (``by="speaker"``) or corpus (``"corpus"``).
@@ -205,38 +205,47 @@ def subtract_group_means(x: torch.Tensor, clips: list[Clip], by: str, reference:
     room) it hears: the head then sees how a clip departs from that voice's average, not
     the voice. It is transductive: a held-out speaker's unlabelled clips set their own
     reference. ``reference``: how many of the group's clips (drawn at random) make the
-    mean, as a daemon would have after that many segments; 0: all of them. The served
-    model does not do this (yet): it is a measurement for ``python -m train cv``.
+    mean, as a daemon would have after that many segments; 0: all of them; ``"neutral"``:
+    its neutral clips only (all of them where it has none), as an enrolment in which the
+    user speaks neutrally would give. The served model does not do this (yet): it is a
+    measurement for ``python -m train cv``.
     """
     if by == "none":
         return x
     if by not in NORMALISE:
         raise ValueError(f"normalise must be one of {', '.join(NORMALISE)}, got {by!r}")
-    if reference < 0:
-        raise ValueError(f"reference must be 0 (all clips) or a clip count, got {reference}")
+    if reference != "neutral" and (not isinstance(reference, int) or reference < 0):
+        raise ValueError(f"reference must be 0 (all clips), a clip count or 'neutral', got {reference!r}")
     keys = np.array([c.speaker if by == "speaker" else c.corpus for c in clips])
+    neutral = np.array([c.label == "neutral" for c in clips])
     rng = np.random.default_rng(seed)
     out = x.clone()
     for key in np.unique(keys):
         idx = np.flatnonzero(keys == key)
-        ref = rng.choice(idx, reference, replace=False) if 0 < reference < idx.size else idx
+        if reference == "neutral":
+            ref = idx[neutral[idx]] if neutral[idx].any() else idx
+        else:
+            ref = rng.choice(idx, reference, replace=False) if 0 < reference < idx.size else idx
         out[idx] = x[idx] - x[ref, 0].mean(dim=0)
     return out
 
 
 def cross_validate(prep: Prepared, enc: EncoderCache, config: WhisperConfig, folds: int = 4,
-                   normalise: str = "none", reference: int = 0) -> dict:
+                   normalise: str = "none", reference: int | str = 0) -> dict:
     """Speaker-grouped ``folds``-fold cross-validation on the *training* speakers (TESS:
     words): each fold's heads train on the others' clips and are scored on its clean
     clips, per corpus, after every epoch. A steadier guide to choices than the few
     validation speakers; the test speakers are never touched.
 
-    ``normalise``/``reference``: see :func:`subtract_group_means` (training clips are
-    normalised by all of their group's clips, held-out ones by ``reference`` of them)."""
+    ``normalise``/``reference``: see :func:`subtract_group_means`. Training clips are
+    normalised by all of their group's clips, held-out ones by ``reference`` of them;
+    with ``"neutral"`` both by their group's neutral clips, for a head must learn from the
+    reference it will be given: one trained on balanced means and given a neutral one
+    does worse than no normalisation."""
     clips = prep.train.clips
     fold = speaker_folds(clips, folds, config.seed)
     raw = cached_stats(enc, clips, config.versions, config.layers)
-    x = subtract_group_means(raw, clips, normalise)
+    x = subtract_group_means(raw, clips, normalise, "neutral" if reference == "neutral" else 0)
     x_held = subtract_group_means(raw, clips, normalise, reference, config.seed) if reference else x
     per_epoch: dict[int, list[dict]] = {}
     for f in range(folds):
