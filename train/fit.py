@@ -31,6 +31,7 @@ from train.fit_whisper import (
     WHISPER_NORM,
     WhisperConfig,
     build_model,
+    check_normalisation,
     cross_validate,
     encode_training_data,
     export_graph,
@@ -168,9 +169,7 @@ def cross_validation(data: Path, cache_dir: Path, config: FitConfig, folds: int,
     :func:`train.fit_whisper.cross_validate`)."""
     if folds < 2:
         raise ValueError(f"--folds must be at least 2, got {folds}")
-    if (reference != "neutral" and (not isinstance(reference, int) or reference < 0)) or (reference and normalise == "none"):
-        raise ValueError("--reference must be 0 (all clips), a clip count or 'neutral', and needs --normalise; "
-                         f"got {reference}")
+    check_normalisation(normalise, reference)
     prep = prepare(data, cache_dir / "cv", cache_dir, config.name, config.data)
     enc, _ = encode_training_data(prep, cache_dir, config.whisper)
     return cross_validate(prep, enc, config.whisper, folds, normalise, reference)

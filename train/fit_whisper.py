@@ -196,6 +196,16 @@ def train_head(prep: Prepared, enc: EncoderCache, config: WhisperConfig, cache_w
 NORMALISE = ("none", "corpus", "speaker")
 
 
+def check_normalisation(by: str, reference: int | str) -> None:
+    """The one check of a normalisation request, made before any work by the CLI too."""
+    if by not in NORMALISE:
+        raise ValueError(f"--normalise must be one of {', '.join(NORMALISE)}, got {by!r}")
+    if reference != "neutral" and (not isinstance(reference, int) or reference < 0):
+        raise ValueError(f"--reference must be 0 (all clips), a clip count or 'neutral', got {reference!r}")
+    if reference and by == "none":
+        raise ValueError("--reference needs --normalise")
+
+
 def subtract_group_means(x: torch.Tensor, clips: list[Clip], by: str, reference: int | str = 0,
                          seed: int = 7) -> torch.Tensor:
     """``x`` (``[clips, versions, layers, 2 * d]``) less, per clip, the mean clean statistics
@@ -210,12 +220,9 @@ def subtract_group_means(x: torch.Tensor, clips: list[Clip], by: str, reference:
     user speaks neutrally would give. The served model does not do this (yet): it is a
     measurement for ``python -m train cv``.
     """
+    check_normalisation(by, reference)
     if by == "none":
         return x
-    if by not in NORMALISE:
-        raise ValueError(f"normalise must be one of {', '.join(NORMALISE)}, got {by!r}")
-    if reference != "neutral" and (not isinstance(reference, int) or reference < 0):
-        raise ValueError(f"reference must be 0 (all clips), a clip count or 'neutral', got {reference!r}")
     keys = np.array([c.speaker if by == "speaker" else c.corpus for c in clips])
     neutral = np.array([c.label == "neutral" for c in clips])
     rng = np.random.default_rng(seed)
@@ -246,7 +253,8 @@ def cross_validate(prep: Prepared, enc: EncoderCache, config: WhisperConfig, fol
     fold = speaker_folds(clips, folds, config.seed)
     raw = cached_stats(enc, clips, config.versions, config.layers)
     x = subtract_group_means(raw, clips, normalise, "neutral" if reference == "neutral" else 0)
-    x_held = subtract_group_means(raw, clips, normalise, reference, config.seed) if reference else x
+    # held-out clips differ from training ones only with a reference of K clips
+    x_held = x if reference in (0, "neutral") else subtract_group_means(raw, clips, normalise, reference, config.seed)
     per_epoch: dict[int, list[dict]] = {}
     for f in range(folds):
         tr, ev = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
