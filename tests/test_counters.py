@@ -42,7 +42,7 @@ def test_a_replay_waits_for_room_and_never_counts_an_overflow(tmp_path):
     """A model far slower than the file: the ring stays full (buffered_s near its 4 s), the
     replay waits for room instead of dropping, and overflows stay 0 (they once counted
     the replay's own retries); every frame of the file is captured."""
-    slow = build_slow(tmp_path / "slow.onnx", matmuls=4)
+    slow = build_slow(tmp_path / "slow.onnx", seconds=0.15)
     clip = EXAMPLES / "sad_savee_DC_sa01.wav"
     r = serstream("replay", "--model", slow, "--no-publish", "--json", "--stats", "--speed", "0",
                   "--partial-interval-ms", "100", "--stats-interval", "0.05", clip, timeout=600)

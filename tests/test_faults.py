@@ -101,7 +101,7 @@ def test_microphone_pulled_out_and_back(virtual_mic, tiny):
 def test_stalled_processing_overflows_are_counted_and_it_catches_up(virtual_mic, tmp_path):
     """A model ~1 s per call with partials every 300 ms cannot keep up with speech:
     the ring overflows (counted), capture goes on, and once speech stops it catches up."""
-    slow = build_slow(tmp_path / "slow.onnx", matmuls=40)
+    slow = build_slow(tmp_path / "slow.onnx", seconds=1.0)
     y = np.concatenate([load_audio(p).samples for p in sorted(EXAMPLES.glob("*.wav"))])[: 16000 * 14]
     clip = tmp_path / "speech.wav"
     sf.write(clip, y, 16000)

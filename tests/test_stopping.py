@@ -36,7 +36,7 @@ def speech(tmp_path_factory):
 @pytest.fixture(scope="module")
 def slow(tmp_path_factory):
     """~0.25 s a call or more: with a partial due every 100 ms of audio, always behind."""
-    return build_slow(tmp_path_factory.mktemp("slow") / "slow.onnx", matmuls=8)
+    return build_slow(tmp_path_factory.mktemp("slow") / "slow.onnx", seconds=0.3)
 
 
 def _json(lines: list[str]) -> list[dict]:

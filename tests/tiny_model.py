@@ -7,6 +7,8 @@ metadata, wrong shapes) and check the daemon refuses them with a clear message.
 from __future__ import annotations
 
 import json
+import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -105,9 +107,38 @@ def mutate(meta: ModelMetadata, **changes) -> str:
     return json.dumps(doc)
 
 
-def build_slow(path: Path, matmuls: int = 12, size: int = 1024, meta: ModelMetadata | None = None) -> Path:
-    """A model that really takes long per call: a chain of ``size``-square matmuls on
-    a matrix derived from the input (so ONNX Runtime cannot fold it away)."""
+def build_slow(path: Path, seconds: float, size: int = 1024, meta: ModelMetadata | None = None) -> Path:
+    """A model that really takes at least ``seconds`` per call on this machine, now: a
+    chain of ``size``-square matmuls on a matrix derived from the input (so ONNX Runtime
+    cannot fold it away), as many as a timed trial on one thread (the daemon's default)
+    says are needed. A fixed chain was ~0.25 s on one machine and 0.08 s on the next, so
+    tests that need processing to fall behind real time stopped falling behind."""
+    trial = _slow_chain(path, 4, size, meta)
+    per_call = _seconds_per_call(trial) / 4
+    return _slow_chain(path, max(1, math.ceil(seconds / per_call)), size, meta)
+
+
+def _seconds_per_call(path: Path) -> float:
+    """The fastest of a few calls on a 2 s input: the nearest to this machine's unloaded
+    speed, so whatever runs beside the test later can only make the model slower than
+    asked, not faster."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    x = np.zeros((1, 200, session.get_inputs()[0].shape[2]), np.float32)
+    session.run(None, {"features": x})  # the first call pays for allocation
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        session.run(None, {"features": x})
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def _slow_chain(path: Path, matmuls: int, size: int, meta: ModelMetadata | None) -> Path:
     meta = meta or metadata(model_id="slow-test")
     f = meta.features.n_features
     n_out = len(meta.labels)
