@@ -36,6 +36,9 @@ from serstream.vad import VAD_RATES, VadConfig
 
 __all__ = [
     "METADATA_KEY",
+    "STATISTICS_OUTPUT",
+    "VOICE_INPUT",
+    "VOICE_OUTPUT",
     "FORMAT_VERSION",
     "ModelMetadata",
     "EmotionModel",
@@ -47,6 +50,11 @@ __all__ = [
 
 METADATA_KEY = "serstream"
 FORMAT_VERSION = 1
+# A graph that adapts to the speaker: an optional input (its initializer is the default
+# voice) and two outputs besides the global probabilities; see serstream.voice
+VOICE_INPUT = "voice"
+VOICE_OUTPUT = "voice_probabilities"
+STATISTICS_OUTPUT = "statistics"
 
 
 def shipped_model_dir() -> Path:
@@ -241,6 +249,10 @@ class Classification:
     inference_ms: float
     frames: int
     chunks: int = 1  # > 1 when the segment was longer than the model's max_frames
+    # the pooled encoder statistics (graphs that adapt to a voice; None otherwise), and
+    # whether the probabilities are the voice head's (an enrolled voice was in use)
+    statistics: np.ndarray | None = None
+    adapted: bool = False
 
     @property
     def best(self) -> int:
@@ -305,6 +317,8 @@ class EmotionModel:
         except ModelError as exc:
             raise ModelError(f"{self.path}: {exc}") from None
         self._check_graph()
+        self.voice_shape = self._voice_contract()
+        self._voice: np.ndarray | None = None
         self.features = FeatureExtractor(self.meta.features)
         # one RunOptions for every call: setting its terminate flag from another thread
         # is how ONNX Runtime cuts a call short (checked between graph nodes)
@@ -348,6 +362,41 @@ class EmotionModel:
             raise ModelError(f"{self.path}: output shape {out_shape} is not one value for each label")
         if isinstance(out_shape[-1], int) and out_shape[-1] != n_labels:
             raise ModelError(f"{self.path}: output has {out_shape[-1]} classes, metadata lists {n_labels}")
+
+    def _voice_contract(self) -> tuple[int, ...] | None:
+        """The shape of the voice the graph adapts to, or None for a graph that does not:
+        it must have the optional ``voice`` input and both extra outputs, or neither."""
+        optional = {i.name: i for i in self._session.get_overridable_initializers()}
+        outputs = {o.name for o in self._session.get_outputs()}
+        extra = {VOICE_OUTPUT, STATISTICS_OUTPUT} & outputs
+        if VOICE_INPUT not in optional and not extra:
+            return None
+        if VOICE_INPUT not in optional or len(extra) != 2:
+            raise ModelError(f"{self.path}: a graph that adapts to a voice needs the optional input "
+                             f"'{VOICE_INPUT}' and the outputs '{VOICE_OUTPUT}' and '{STATISTICS_OUTPUT}'")
+        return tuple(int(d) for d in optional[VOICE_INPUT].shape)
+
+    @property
+    def adapts(self) -> bool:
+        """Whether the graph can adapt to an enrolled voice (see :mod:`serstream.voice`)."""
+        return self.voice_shape is not None
+
+    @property
+    def voice(self) -> np.ndarray | None:
+        return self._voice
+
+    def use_voice(self, statistics: np.ndarray | None) -> None:
+        """Classify from now on against this voice (an enrolment's mean statistics), or
+        with the global head again (None)."""
+        if statistics is None:
+            self._voice = None
+            return
+        if not self.adapts:
+            raise ModelError(f"{self.path}: this model does not adapt to a voice")
+        v = np.asarray(statistics, dtype=np.float32)
+        if v.shape != self.voice_shape or not np.isfinite(v).all():
+            raise ModelError(f"{self.path}: a voice must be {self.voice_shape} finite numbers, got {v.shape}")
+        self._voice = v
 
     def _file_id(self) -> str:
         digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
@@ -396,9 +445,11 @@ class EmotionModel:
             self._run_options.terminate = False
         feats = self.features(audio)
         t1 = time.perf_counter()
-        probs, chunks = self.probabilities(feats)
+        voice = self._voice  # one voice for the whole segment, whatever another thread sets
+        probs, chunks, stats = self._probabilities(feats, voice)
         t2 = time.perf_counter()
-        return Classification(self.labels, probs, (t1 - t0) * 1000, (t2 - t1) * 1000, feats.shape[0], chunks)
+        return Classification(self.labels, probs, (t1 - t0) * 1000, (t2 - t1) * 1000, feats.shape[0], chunks,
+                              stats, voice is not None)
 
     def interrupt(self) -> None:
         """Cut the classification in progress short, from another thread: it raises
@@ -407,30 +458,40 @@ class EmotionModel:
             self._interrupted = True
             self._run_options.terminate = True
 
-    def probabilities(self, feats: np.ndarray) -> tuple[np.ndarray, int]:
-        """Probabilities for one ``(n_frames, n_features)`` matrix, and how many graph
-        calls it took."""
+    def _probabilities(self, feats: np.ndarray, voice: np.ndarray | None) -> tuple[np.ndarray, int, np.ndarray | None]:
+        """Probabilities for one ``(n_frames, n_features)`` matrix, how many graph calls
+        it took, and the pooled statistics (chunks weighted by their length)."""
         n = feats.shape[0]
         limit = self.meta.max_frames
         if limit is None or n <= limit:
-            return self._run(feats), 1
+            probs, stats = self._run(feats, voice)
+            return probs, 1, stats
         chunks = math.ceil(n / limit)
         bounds = np.linspace(0, n, chunks + 1).round().astype(int)
         total = np.zeros(len(self.labels))
+        total_stats = None
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-            total += (hi - lo) * self._run(feats[lo:hi])
-        return total / n, chunks
+            probs, stats = self._run(feats[lo:hi], voice)
+            total += (hi - lo) * probs
+            if stats is not None:
+                total_stats = (hi - lo) * stats + (0 if total_stats is None else total_stats)
+        return total / n, chunks, None if total_stats is None else (total_stats / n).astype(np.float32)
 
-    def _run(self, feats: np.ndarray) -> np.ndarray:
+    def _run(self, feats: np.ndarray, voice: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         x = (feats - self._mean) * self._inv_std
         if x.shape[0] < self.meta.min_frames:
             pad = np.zeros((self.meta.min_frames - x.shape[0], x.shape[1]), dtype=np.float32)
             x = np.vstack([x, pad])
         if self._interrupted:  # between the chunks of a long segment
             raise ModelInterrupted("classification cut short")
+        feed = {self._input: x[None].astype(np.float32, copy=False)}
+        names = [self._output]
+        if self.adapts:
+            names = [VOICE_OUTPUT if voice is not None else self._output, STATISTICS_OUTPUT]
+            if voice is not None:
+                feed[VOICE_INPUT] = voice
         try:
-            out = self._session.run([self._output], {self._input: x[None].astype(np.float32, copy=False)},
-                                    self._run_options)[0]
+            out, *rest = self._session.run(names, feed, self._run_options)
         except Exception:
             if self._interrupted:
                 raise ModelInterrupted("classification cut short") from None
@@ -439,13 +500,15 @@ class EmotionModel:
         if row.shape != (len(self.labels),) or not np.isfinite(row).all():
             raise ModelOutputError(f"model output {np.array2string(row, precision=3, threshold=10)} is not "
                                    f"{len(self.labels)} finite numbers")
+        stats = np.asarray(rest[0], dtype=np.float32).reshape(self.voice_shape) if rest else None
         if self.meta.output_kind == "logits":
-            return softmax(row)
+            return softmax(row), stats
         if row.min() < -1e-4 or row.max() > 1 + 1e-4 or abs(row.sum() - 1.0) > 1e-3:
             raise ModelOutputError(f"model output sums to {row.sum():.4g} with values in "
                                    f"[{row.min():.4g}, {row.max():.4g}]: not probabilities")
         row = np.clip(row, 0.0, None)
-        return row / row.sum()
+        stats = np.asarray(rest[0], dtype=np.float32).reshape(self.voice_shape) if rest else None
+        return row / row.sum(), stats
 
     def predict(self, audio: np.ndarray) -> Prediction:
         """Label, confidence and every label's probability for one segment."""

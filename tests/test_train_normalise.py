@@ -78,7 +78,9 @@ def test_a_neutral_reference_uses_the_speakers_neutral_clips_only():
     clips[1] = Clip(clips[1].path, "neutral", clips[1].corpus, clips[1].speaker, clips[1].group)
     x = _stats(clips)
     out = subtract_group_means(x, clips, "speaker", reference="neutral")
-    assert torch.allclose(out[:6], x[:6] - x[[0, 1], 0].mean(0))
+    assert torch.allclose(out[2:6], x[2:6] - x[[0, 1], 0].mean(0))
+    # a neutral clip is judged against the speaker's other neutral clips, never itself
+    assert torch.allclose(out[0], x[0] - x[1, 0]) and torch.allclose(out[1], x[1] - x[0, 0])
     # a speaker with no neutral clip falls back to all of its clips
     assert torch.allclose(out[6:12, 0].mean(0), torch.zeros(1, 4), atol=1e-5)
 

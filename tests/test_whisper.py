@@ -12,6 +12,7 @@ import torch
 
 from procs import EXAMPLES, serstream
 from serstream.decode import load_audio
+from serstream.errors import ModelError
 from serstream.features import FeatureExtractor
 from serstream.model import EmotionModel
 from train.corpora import LABELS
@@ -110,6 +111,28 @@ def test_whole_graph_in_onnx_matches_pytorch(served_graph):
     assert max_difference(model, path, lengths=(1, 2, 3, 150, 301, 3000)) < 1e-4
 
 
+def test_a_graph_with_a_voice_head_matches_pytorch_on_every_output(tmp_path, weights):
+    """Global probabilities, the voice head's and the statistics, with the stored default
+    voice (the input left out) and with a voice fed."""
+    import onnxruntime as ort
+
+    torch.manual_seed(1)
+    heads = [HeadEnsemble([EmotionHead((1, 2), 512, len(LABELS), hidden=32)]) for _ in range(2)]
+    model = WhisperEmotion(WhisperEncoder.from_ct2(weights, 2), *heads).eval()
+    voice = torch.randn(2, 1024) * 0.1
+    path = export_graph(model, tmp_path / "v.onnx", voice)
+    assert max_difference(model, path, lengths=(1, 150, 301)) < 1e-4
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["features"]  # the voice is optional
+    assert [i.name for i in sess.get_overridable_initializers()] == ["voice"]
+    x = np.random.default_rng(0).standard_normal((1, 200, 80)).astype(np.float32)
+    _, adapted, stats = sess.run(None, {"features": x})
+    _, moved, same_stats = sess.run(None, {"features": x, "voice": stats})
+    assert np.array_equal(stats, same_stats) and not np.allclose(adapted, moved)
+    with pytest.raises(ValueError):
+        export_graph(model, tmp_path / "no-voice.onnx")
+
+
 def test_cost_follows_the_input_length(served_graph):
     """The positional embedding is sliced to the input: a 3 s segment is 150 encoder
     positions, not 1500 (what Whisper pads everything to)."""
@@ -148,6 +171,22 @@ def test_short_whisper_fit_produces_a_model_the_daemon_serves(tmp_path, data_dir
     assert model.meta.max_frames == 3000
     assert "MIT" in model.meta.provenance["weights_licence"]
     assert "Whisper" in (out / "tiny-whisper.md").read_text()
+    # the voice head: trained, scored with enrolments, served when a voice is set
+    assert details["voice_head"]["best_epoch"] in (1, 2)
+    assert set(card["test"]["voice"]["corpora"]) == set(card["test"]["corpora"])
+    assert "With an enrolled voice" in (out / "tiny-whisper.md").read_text()
+    assert model.adapts and model.voice_shape == (1, 2, 1024)
+    speech = load_audio(EXAMPLES / "angry_cremad_1001_DFA_ANG_XX.wav").samples
+    plain = model.classify(speech)
+    assert not plain.adapted and plain.statistics.shape == (1, 2, 1024)
+    model.use_voice(plain.statistics * 0.5)
+    enrolled = model.classify(speech)
+    assert enrolled.adapted and np.array_equal(enrolled.statistics, plain.statistics)
+    assert not np.allclose(enrolled.probabilities, plain.probabilities)
+    with pytest.raises(ModelError, match="a voice must be"):
+        model.use_voice(np.zeros((1, 3, 1024)))
+    model.use_voice(None)
+    assert np.array_equal(model.classify(speech).probabilities, plain.probabilities)
     r = serstream("replay", "--model", out / "tiny-whisper.onnx", "--no-publish", "--json", "--speed", "0",
                   EXAMPLES / "angry_cremad_1001_DFA_ANG_XX.wav")
     assert r.returncode == 0, r.stderr

@@ -198,6 +198,31 @@ def _per_group(test: dict) -> str:
     return "\nPer test speaker (TESS: per word): " + "; ".join(parts) + ".\n"
 
 
+def _enrolled(card: dict) -> str:
+    """The voice head's section: what an enrolment buys, beside the global head."""
+    voice = card["test"].get("voice")
+    if not voice:
+        return ""
+    targets = card.get("targets", {})
+    rows = []
+    for c, r in voice["corpora"].items():
+        target = targets.get(c)
+        mark = "" if target is None else (" ✓" if r["accuracy"] >= target else " ✗")
+        rows.append(f"| {c} | {card['test']['corpora'][c]['accuracy']:.1%} | **{r['accuracy']:.1%}** | "
+                    f"{r['macro_f1']:.3f} | {_pct(target)}{mark} |")
+    head = card["details"].get("voice_head") or {}
+    return f"""
+## With an enrolled voice (`serstream enrol`)
+The graph has a second head, on the statistics less the speaker's voice (the mean statistics of
+their neutral speech). Scored here with each test speaker enrolled on their neutral clips, a clip
+never in its own enrolment (best epoch {head.get('best_epoch', '?')}, chosen on validation speakers):
+
+| corpus | global head | enrolled | macro-F1 | target |
+|---|---|---|---|---|
+{chr(10).join(rows)}
+"""
+
+
 def markdown(card: dict[str, Any]) -> str:
     t = card["test"]
     seen = card.get("seen_speakers") or {}
@@ -223,7 +248,7 @@ exported file through the daemon's own path (`EmotionModel.classify`).
 "Seen speakers" scores the clean training clips: the gap to the test column (seen − unseen:
 {', '.join(gap) if gap else 'not measured'}) is how much of what the model learned is the voices
 rather than the emotions. Confusion matrices: `{card['name']}.confusion.png`.
-{_per_group(t)}
+{_per_group(t)}{_enrolled(card)}
 ## Data and split
 RAVDESS, CREMA-D, TESS and SAVEE as found in `{card['data']['root']}` (16 kHz mono; part of each
 corpus is held back by the data owner as an unseen test set, so counts here are not the full

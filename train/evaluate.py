@@ -16,6 +16,7 @@ from serstream.model import EmotionModel
 from serstream.vad import VadConfig
 from train.corpora import CORPUS_LABELS, Clip, require_clips, scan
 from train.dataset import AudioCache, Progress, _to_float
+from train.voices import neutral_references
 
 log = logging.getLogger(__name__)
 
@@ -82,20 +83,22 @@ def _per_group(groups: list[str], correct: np.ndarray) -> dict[str, dict]:
     return out
 
 
-def predict(model: EmotionModel, audio: list[np.ndarray]) -> tuple[np.ndarray, dict]:
+def predict(model: EmotionModel, audio: list[np.ndarray]) -> tuple[np.ndarray, dict, np.ndarray | None]:
     """Probabilities for each clip through the daemon's own path
-    (:meth:`EmotionModel.classify`), and what it cost per clip (median milliseconds)."""
+    (:meth:`EmotionModel.classify`), what it cost per clip (median milliseconds), and
+    the pooled statistics of each clip where the model gives them."""
     prog = Progress("score", len(audio))
-    rows, feat_ms, infer_ms = [], [], []
+    rows, feat_ms, infer_ms, stats = [], [], [], []
     for a in audio:
         result = model.classify(_to_float(a))
         rows.append(result.probabilities)
         feat_ms.append(result.features_ms)
         infer_ms.append(result.inference_ms)
+        stats.append(result.statistics)
         prog.step()
     cost = {"features_ms_median": round(float(np.median(feat_ms)), 3) if feat_ms else None,
             "inference_ms_median": round(float(np.median(infer_ms)), 3) if infer_ms else None}
-    return np.array(rows), cost
+    return np.array(rows), cost, (np.stack(stats) if stats and stats[0] is not None else None)
 
 
 def evaluate_model(model_path: Path, data: Path, cache_dir: Path, split_file: Path | None = None,
@@ -113,10 +116,31 @@ def evaluate_model(model_path: Path, data: Path, cache_dir: Path, split_file: Pa
         raise ValueError(f"model has no label for {unknown}")
     vad = model.meta.vad or VadConfig()
     clips, audio = AudioCache(cache_dir, vad, model.sample_rate).trimmed(clips)  # decoded and cut at the model's rate
-    probs, cost = predict(model, audio)
+    probs, cost, stats = predict(model, audio)
     result = score(probs, clips, model.labels)
     result["cost"] = cost
+    if model.adapts:
+        result["voice"] = score_enrolled(model, audio, clips, stats)
     return result, clips
+
+
+def score_enrolled(model: EmotionModel, audio: list[np.ndarray], clips: list[Clip], stats: np.ndarray) -> dict:
+    """The voice head's scores: each clip through the daemon's path again, the model
+    enrolled on its speaker's neutral clips other than itself, the statistics of which
+    come from the first pass through the same graph."""
+    refs = neutral_references(stats, clips)
+    rows = []
+    prog = Progress("score enrolled", len(audio))
+    try:
+        for a, ref in zip(audio, refs, strict=True):
+            model.use_voice(ref)
+            rows.append(model.classify(_to_float(a)).probabilities)
+            prog.step()
+    finally:
+        model.use_voice(None)
+    out = score(np.array(rows), clips, model.labels)
+    out["enrolment"] = "each speaker's neutral clips, other than the clip scored"
+    return out
 
 
 def plot_confusion(result: dict, path: Path, title: str) -> Path:

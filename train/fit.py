@@ -100,7 +100,7 @@ def _fit_whisper(prep: Prepared, out_dir: Path, cache_dir: Path, config: FitConf
     wc = config.whisper
     enc, cache_s = encode_training_data(prep, cache_dir, wc)
     result = train_head(prep, enc, wc, cache_s)
-    model = build_model(result.head)
+    model = build_model(result.head, result.voice_head)
     n_mels = wc.features.n_static
     meta = _metadata(config, np.full(n_mels, WHISPER_NORM[0]), np.full(n_mels, WHISPER_NORM[1]),
                      _model_id(config, result.best_epoch),
@@ -108,7 +108,7 @@ def _fit_whisper(prep: Prepared, out_dir: Path, cache_dir: Path, config: FitConf
                      weights_sha256=WEIGHTS.sha256, weights_licence=licence_text().strip())
     work = cache_dir / "models"
     work.mkdir(parents=True, exist_ok=True)
-    exported = export_graph(model, work / f"{config.name}.export.onnx")
+    exported = export_graph(model, work / f"{config.name}.export.onnx", result.default_voice)
     # float32 compute, the encoder's weights stored in float16 as they are published: half
     # the file, not one output bit changed
     fp32 = write_metadata(store_float16(exported, work / f"{config.name}.fp32.onnx"), meta)
@@ -140,6 +140,9 @@ def _fit_whisper(prep: Prepared, out_dir: Path, cache_dir: Path, config: FitConf
                     "val_cost": scored[k].get("cost")} for k, p in variants.items()},
             "other_precision_test": {"precision": other, "test": _accuracies(other_test), "cost": other_test.get("cost")},
             "heads": len(result.head.heads),
+            "voice_head": None if result.voice_head is None else {
+                "best_epoch": result.voice_epoch, "history": result.voice_history,
+                "enrolment": "the speaker's neutral clips (a clip never in its own enrolment)"},
             "layer_probe": probe,
             "cross_validation": cross_validate(prep, enc, wc, config.cv_folds) if config.cv_folds > 1 else None,
             "encoder_cache_wall_s": round(result.cache_wall_s, 3),

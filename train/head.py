@@ -89,16 +89,30 @@ class WhisperEmotion(nn.Module):
 
     The encoder is cut after the deepest layer the head uses, so blocks that earn
     nothing cost nothing.
+
+    With a ``voice_head`` the graph also adapts to the speaker: it takes a second input,
+    ``voice`` (the mean statistics of that speaker's neutral speech, an enrolment), and
+    answers three things: the global head's probabilities (what serves before, or
+    without, an enrolment), the voice head's probabilities on the statistics less the
+    voice (how this clip departs from how this speaker sounds when calm), and the pooled
+    statistics themselves, from which an enrolment is made with this same graph.
     """
 
-    def __init__(self, encoder: WhisperEncoder, head: HeadEnsemble) -> None:
+    def __init__(self, encoder: WhisperEncoder, head: HeadEnsemble, voice_head: HeadEnsemble | None = None) -> None:
         super().__init__()
         if len(encoder.blocks) < max(head.layers):
             raise ValueError(f"head reads layer {max(head.layers)}, encoder has {len(encoder.blocks)} blocks")
+        if voice_head is not None and voice_head.layers != head.layers:
+            raise ValueError("the voice head must read the layers the global head reads")
         self.encoder = encoder
         self.head = head
+        self.voice_head = voice_head
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, voice: torch.Tensor | None = None):
         states = self.encoder(features)
         stats = pooled_stats([states[i] for i in self.head.layers])
-        return self.head(stats)
+        if self.voice_head is None:
+            return self.head(stats)
+        if voice is None:
+            raise ValueError("a graph with a voice head needs the voice statistics")
+        return self.head(stats), self.voice_head(stats - voice), stats
