@@ -507,7 +507,6 @@ class EmotionModel:
             raise ModelOutputError(f"model output sums to {row.sum():.4g} with values in "
                                    f"[{row.min():.4g}, {row.max():.4g}]: not probabilities")
         row = np.clip(row, 0.0, None)
-        stats = np.asarray(rest[0], dtype=np.float32).reshape(self.voice_shape) if rest else None
         return row / row.sum(), stats
 
     def predict(self, audio: np.ndarray) -> Prediction:
