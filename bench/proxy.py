@@ -20,7 +20,7 @@ def forwarding(quick: bool) -> list[str]:
     n = 50_000 if quick else 200_000
     body = EmotionEvent(source="mic:bench", segment=0, final=True, start=0.0, end=1.0, wall_start=0.0,
                         wall_end=1.0, label="sad", confidence=0.9, probabilities={lab: 0.125 for lab in LABELS},
-                        model="serstream-whisper", vad_delay_ms=450.0, processing_ms=20.0, features_ms=1.0,
+                        model="serstream-whisper", voice=None, vad_delay_ms=450.0, processing_ms=20.0, features_ms=1.0,
                         inference_ms=19.0)
     stamper = Stamper()
     messages = [stamper.stamp(body) for _ in range(min(n, 20_000))]

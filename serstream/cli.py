@@ -28,6 +28,8 @@ from serstream.stopping import STOP_SIGNALS, Stopper
 WAIT_SUBSCRIBER = Bound(0.0, 86_400.0, "s", integer=False)
 LISTEN_TIMEOUT = Bound(0.01, 1e6, "s", integer=False, optional=True)
 LISTEN_COUNT = Bound(1, 10**9, optional=True)
+ENROL_SPEECH = Bound(1.0, 600.0, "s", integer=False)
+ENROL_SPEECH_DEFAULT = 20.0  # about ten sentences: training averaged 4 to 12 calm clips per speaker
 
 log = logging.getLogger("serstream")
 
@@ -88,7 +90,8 @@ def _add_subscribing(p: argparse.ArgumentParser, what: str) -> None:
                    help="this client's secret key (client.key_secret)")
 
 
-def _add_pipeline(p: argparse.ArgumentParser) -> None:
+def _add_pipeline(p: argparse.ArgumentParser, publishing: bool = True) -> None:
+    """Model and VAD options; ``publishing`` (run, replay): the socket, stats and --voice too."""
     from serstream.pipeline import PipelineConfig
     from serstream.publish import PublishConfig, default_bind
     from serstream.vad import VAD_FRAME_MS, VAD_MODES, VadConfig
@@ -98,16 +101,20 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
     def vad_range(name: str) -> str:
         return limits_text(VadConfig, name)
 
-    g = p.add_argument_group("model and publishing")
+    g = p.add_argument_group("model and publishing" if publishing else "model")
     g.add_argument("--model", default=None, metavar="NAME|FILE",
                    help="a shipped model by name (whisper: accurate, the default; fast: the light MFCC CNN) "
                         "or an ONNX file with serstream metadata (default: $SERSTREAM_MODEL, else whisper)")
     g.add_argument("--threads", type=int, default=1,
                    help=f"ONNX Runtime intra-op threads, {THREADS.text()} (default: %(default)s)")
-    _add_publishing(g, default_bind(), f"$SERSTREAM_BIND, else {PublishConfig.bind}")
-    g.add_argument("--stats-interval", type=float, default=pipe.stats_interval, metavar="SECONDS",
-                   help=f"seconds between stats messages, {limits_text(PipelineConfig, 'stats_interval')} "
-                        "(default: %(default)s)")
+    if publishing:
+        g.add_argument("--voice", type=Path, default=None, metavar="FILE.json",
+                       help="judge the speech against this speaker's enrolled voice (`serstream enrol`), "
+                            "not the average training voice; the model must be the one it was enrolled with")
+        _add_publishing(g, default_bind(), f"$SERSTREAM_BIND, else {PublishConfig.bind}")
+        g.add_argument("--stats-interval", type=float, default=pipe.stats_interval, metavar="SECONDS",
+                       help=f"seconds between stats messages, {limits_text(PipelineConfig, 'stats_interval')} "
+                            "(default: %(default)s)")
     v = p.add_argument_group("voice activity detection (default: the model's settings, else serstream's, shown)")
     v.add_argument("--vad-aggressiveness", type=int, choices=VAD_MODES, default=None,
                    help=f"WebRTC VAD mode: 0 keeps most audio as speech, 3 is strictest ({vad.aggressiveness})")
@@ -134,24 +141,11 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
                         f"({vad.noise_margin_db:g})")
 
 
-
-def build_parser() -> argparse.ArgumentParser:
+def _add_capture(p: argparse.ArgumentParser) -> None:
     from serstream.capture import CaptureConfig
-    from serstream.proxy import DEFAULT_PROXY_BIND
-    from serstream.replay import ReplayConfig
-    from serstream.view import ViewConfig
 
-    cap, rpl = CaptureConfig(), ReplayConfig()
-    parser = argparse.ArgumentParser(
-        prog="serstream",
-        description="Real-time speech emotion recognition: microphone -> VAD -> MFCC -> ONNX -> ZeroMQ.",
-    )
-    parser.add_argument("--version", action="version", version=f"serstream {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    run = sub.add_parser("run", help="capture a microphone and publish emotion events")
-    g = run.add_argument_group("capture")
+    cap = CaptureConfig()
+    g = p.add_argument_group("capture")
     g.add_argument("--device", default=cap.device, metavar="INDEX|NAME",
                    help="input device index or name substring, see `serstream devices` (default: system default)")
     g.add_argument("--samplerate", type=int, default=cap.samplerate, metavar="HZ",
@@ -165,6 +159,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     g.add_argument("--source-id", default=cap.source_id, metavar="NAME",
                    help="name of this stream in events (default: mic:<device name>)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from serstream.proxy import DEFAULT_PROXY_BIND
+    from serstream.replay import ReplayConfig
+    from serstream.view import ViewConfig
+
+    rpl = ReplayConfig()
+    parser = argparse.ArgumentParser(
+        prog="serstream",
+        description="Real-time speech emotion recognition: microphone -> VAD -> MFCC -> ONNX -> ZeroMQ.",
+    )
+    parser.add_argument("--version", action="version", version=f"serstream {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="capture a microphone and publish emotion events")
+    _add_capture(run)
     _add_output(run, default="none")
     _add_pipeline(run)
     _add_common(run)
@@ -201,6 +213,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output(rep, default="text")
     _add_pipeline(rep)
     _add_common(rep)
+
+    enr = sub.add_parser("enrol", help="learn a speaker's calm voice from files or the microphone, for --voice")
+    enr.add_argument("files", nargs="*", type=Path, metavar="FILE",
+                     help="recordings of the speaker talking in an ordinary, calm voice (no files: capture "
+                          "from the microphone until --speech-seconds of speech are heard)")
+    enr.add_argument("--out", type=Path, required=True, metavar="FILE.json",
+                     help="where to write the voice (replaced atomically if it exists)")
+    enr.add_argument("--name", default=None,
+                     help="the voice's name in events (default: the --out file's stem)")
+    enr.add_argument("--speech-seconds", type=float, default=ENROL_SPEECH_DEFAULT, metavar="SECONDS",
+                     help=f"microphone: the speech to collect, {ENROL_SPEECH.text()} (default: %(default)s; "
+                          "Ctrl-C ends sooner with what was heard)")
+    _add_capture(enr)
+    _add_pipeline(enr, publishing=False)
+    _add_common(enr)
 
     lis = sub.add_parser("listen", help="subscribe to a daemon and print its events")
     _add_subscribing(lis, "daemon (or proxy)")
@@ -315,8 +342,9 @@ def _check_flags(args: argparse.Namespace) -> None:
     ) if p]
     if problems:
         raise _flag_error(ValueError("; ".join(problems)))
-    _build(PipelineConfig, stats_interval=args.stats_interval)
-    _build(PublishConfig, hwm=args.hwm)
+    if hasattr(args, "stats_interval"):  # (enrol neither publishes nor sends stats)
+        _build(PipelineConfig, stats_interval=args.stats_interval)
+        _build(PublishConfig, hwm=args.hwm)
     vad = [p for field, dest in _VAD_FLAGS.items() if (value := getattr(args, dest)) is not None
            and (p := bound_of(VadConfig, field).problem(field, value))]
     if vad:
@@ -329,9 +357,25 @@ def _load_model(args: argparse.Namespace):
 
     path = resolve(args.model)
     model = EmotionModel(path, threads=args.threads)
-    model.warmup()  # a model that cannot serve is refused here, in one line
+    voice = _voice(args, model)
+    model.warmup()  # a model that cannot serve is refused here, in one line (with its voice, if any)
     log.info("model %s: %s", model.model_id, ", ".join(model.labels))
+    if voice is not None:
+        log.info("judging speech against the voice %r (enrolled %s from %d segments, %.1f s of speech)",
+                 voice.name, voice.created or "at an unknown time", voice.segments, voice.speech_s)
     return model
+
+
+def _voice(args: argparse.Namespace, model):
+    """``--voice``: loaded, checked against ``model`` and put to use (None without it)."""
+    from serstream.voice import Voice
+
+    if getattr(args, "voice", None) is None:
+        return None
+    voice = Voice.load(args.voice)
+    voice.check(model, where=f"--voice {args.voice}")
+    model.use_voice(voice.statistics, voice.name)
+    return voice
 
 
 def _vad_config(args: argparse.Namespace, model) -> Any:
@@ -345,11 +389,12 @@ def _vad_config(args: argparse.Namespace, model) -> Any:
         raise _flag_error(exc, "invalid VAD settings: ") from None
 
 
-def _pipeline(args: argparse.Namespace, model, publisher, sinks):
+def _pipeline(args: argparse.Namespace, model, publisher, sinks, listeners=None):
     from serstream.pipeline import Pipeline, PipelineConfig
 
-    cfg = PipelineConfig(vad=_vad_config(args, model), stats_interval=args.stats_interval)
-    pipeline = Pipeline(model, publisher, cfg, sinks)
+    cfg = PipelineConfig(vad=_vad_config(args, model),
+                         stats_interval=getattr(args, "stats_interval", PipelineConfig.stats_interval))
+    pipeline = Pipeline(model, publisher, cfg, sinks, listeners=listeners)
     if publisher is not None:
         log.info("publishing on %s (session %s)", publisher.endpoint, pipeline.outlet.session)
     return pipeline
@@ -499,8 +544,9 @@ def cmd_replay(args: argparse.Namespace, stopper: Stopper) -> int:
         if args.jobs > 1:
             restamp = Restamper(pipeline.outlet, lambda: time.monotonic() - pipeline.started)
             on_done = None if progress is None else (lambda r: progress.file_done(r.duration_s))
+            voice = None if model.voice is None else (model.voice, model.voice_name)
             for result in score_files(args.files, args.jobs, model.path, args.threads, pipeline.config, replay,
-                                      stopper.event, on_done=on_done):
+                                      stopper.event, on_done=on_done, voice=voice):
                 restamp.send_file(result)
                 stopped = result.stopped and result.error is None
                 finished(result.path, result.error, "stopped before the end of the file" if stopped else None)
@@ -532,6 +578,74 @@ def cmd_replay(args: argparse.Namespace, stopper: Stopper) -> int:
         log.error("%d of %d files failed: %s", len(failed), len(args.files), ", ".join(failed))
     _summary(f"replayed {len(done)} of {len(args.files)} files", counters)
     return 1 if failed else 0
+
+
+def cmd_enrol(args: argparse.Namespace, stopper: Stopper) -> int:
+    """Average the pooled statistics of the speaker's calm speech into a voice file.
+
+    The speech goes through the very pipeline that will serve (VAD, features, the
+    model), one value per final segment, as training took one per clip."""
+    from serstream.capture import CaptureConfig, MicSource
+    from serstream.replay import FileSource, ReplayConfig
+    from serstream.voice import FEW_SEGMENTS, Enrolment
+
+    _check_flags(args)
+    if (why := ENROL_SPEECH.problem("speech_seconds", args.speech_seconds)) is not None:
+        raise _flag_error(ValueError(why))
+    if not args.out.parent.is_dir():
+        raise UserError(f"--out {args.out}: no such folder {args.out.parent}")
+    name = args.name if args.name is not None else args.out.stem
+    if not name.strip():
+        raise UserError("--name must not be empty")
+    capture = None if args.files else _build(
+        CaptureConfig, device=args.device, samplerate=args.samplerate, channels=args.channels,
+        blocksize=args.blocksize, source_id=args.source_id)
+    stopper.what = "finishing the current segment, then writing the voice"
+    model = _load_model(args)
+    enrolment = Enrolment(model, need_s=None if args.files else args.speech_seconds)
+
+    def heard(segment, result, sr: int) -> None:
+        if segment.final:
+            log.info("heard %.1f s of speech%s", (segment.end - segment.start) / sr,
+                     f" ({enrolment.speech_s:.1f} of {args.speech_seconds:g} s)" if capture else "")
+
+    pipeline = _pipeline(args, model, None, [], listeners=[enrolment, heard])
+    stopper.on_stop(pipeline.cut_short)
+    failed = []
+    if capture is None:
+        for path in args.files:
+            if stopper.event.is_set():
+                break
+            try:
+                source = FileSource(path, sr=model.sample_rate, config=ReplayConfig(speed=0.0))
+            except AudioFileError as exc:
+                log.error("%s", exc)
+                failed.append(str(path))
+                continue
+            pipeline.run(source, stopper.event)
+            if source.error is not None:
+                log.error("%s", source.error)
+                failed.append(str(path))
+        if failed:  # a voice from part of what was asked for is not the voice that was asked for
+            raise UserError(f"{len(failed)} of {len(args.files)} files could not be read ({', '.join(failed)}): "
+                            "nothing written", exit_code=1)
+        sources = tuple(str(p) for p in args.files)
+    else:
+        source = MicSource(capture, sr=model.sample_rate)
+        stopper.on_stop(lambda final: enrolment.enough.set())
+        log.info("capturing from %r: speak in your ordinary, calm voice until %g s of speech are heard "
+                 "(Ctrl-C to end sooner)", source.device_name, args.speech_seconds)
+        pipeline.run(source, enrolment.enough)
+        sources = (source.source_id,)
+    voice = enrolment.voice(name, sources)
+    if voice.segments < FEW_SEGMENTS:
+        log.warning("only %d segment%s of speech: a voice from so little says more about the words than the "
+                    "speaker; %d or more are better", voice.segments, "" if voice.segments == 1 else "s",
+                    FEW_SEGMENTS)
+    voice.save(args.out)
+    log.info("wrote the voice %r to %s: %d segments, %.1f s of speech, for model %s (use it: --voice %s)",
+             voice.name, args.out, voice.segments, voice.speech_s, voice.model, args.out)
+    return 0
 
 
 def cmd_listen(args: argparse.Namespace, stopper: Stopper) -> int:
@@ -706,6 +820,7 @@ def cmd_info(args: argparse.Namespace, stopper: Stopper) -> int:
     summary["model_id"] = model.model_id
     summary["path"] = str(path)
     summary["size_bytes"] = path.stat().st_size
+    summary["adapts_to_voice"] = model.adapts
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -722,6 +837,8 @@ def cmd_info(args: argparse.Namespace, stopper: Stopper) -> int:
         ("features", f"{layer} (n_fft {feats.n_fft}, win {feats.win_length}, hop {feats.hop_length}, "
                      f"{feats.pad_mode} padding) + {feats.delta_order} delta orders = {feats.n_features} per frame"),
     ]
+    rows.append(("voice", "adapts to an enrolled voice (serstream enrol, then --voice)" if model.adapts
+                 else "judges every speaker against the average training voice (no voice head)"))
     if model.meta.max_frames:
         rows.append(("max_frames", f"{model.meta.max_frames} (longer segments are split into equal chunks)"))
     if model.meta.vad:
@@ -754,6 +871,7 @@ def cmd_keys(args: argparse.Namespace, stopper: Stopper) -> int:
 COMMANDS = {
     "run": cmd_run,
     "replay": cmd_replay,
+    "enrol": cmd_enrol,
     "listen": cmd_listen,
     "view": cmd_view,
     "proxy": cmd_proxy,

@@ -37,7 +37,7 @@ __all__ = [
     "encode",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 EMOTION_TOPIC = "emotion"
 STATS_TOPIC = "stats"
 TOPICS = (EMOTION_TOPIC, STATS_TOPIC)
@@ -73,6 +73,7 @@ class EmotionEvent:
     confidence: float
     probabilities: dict[str, float]
     model: str
+    voice: str | None  # the enrolled voice the model judged against (None: the average voice)
     vad_delay_ms: float
     processing_ms: float
     features_ms: float

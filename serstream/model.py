@@ -250,9 +250,13 @@ class Classification:
     frames: int
     chunks: int = 1  # > 1 when the segment was longer than the model's max_frames
     # the pooled encoder statistics (graphs that adapt to a voice; None otherwise), and
-    # whether the probabilities are the voice head's (an enrolled voice was in use)
+    # the name of the enrolled voice whose head answered (None: the global head did)
     statistics: np.ndarray | None = None
-    adapted: bool = False
+    voice: str | None = None
+
+    @property
+    def adapted(self) -> bool:
+        return self.voice is not None
 
     @property
     def best(self) -> int:
@@ -318,7 +322,7 @@ class EmotionModel:
             raise ModelError(f"{self.path}: {exc}") from None
         self._check_graph()
         self.voice_shape = self._voice_contract()
-        self._voice: np.ndarray | None = None
+        self._voice: tuple[np.ndarray, str] | None = None  # statistics and name, set together
         self.features = FeatureExtractor(self.meta.features)
         # one RunOptions for every call: setting its terminate flag from another thread
         # is how ONNX Runtime cuts a call short (checked between graph nodes)
@@ -383,11 +387,15 @@ class EmotionModel:
 
     @property
     def voice(self) -> np.ndarray | None:
-        return self._voice
+        return None if self._voice is None else self._voice[0]
 
-    def use_voice(self, statistics: np.ndarray | None) -> None:
-        """Classify from now on against this voice (an enrolment's mean statistics), or
-        with the global head again (None)."""
+    @property
+    def voice_name(self) -> str | None:
+        return None if self._voice is None else self._voice[1]
+
+    def use_voice(self, statistics: np.ndarray | None, name: str = "enrolled") -> None:
+        """Classify from now on against this voice (an enrolment's mean statistics, see
+        :mod:`serstream.voice`), or with the global head again (None)."""
         if statistics is None:
             self._voice = None
             return
@@ -396,7 +404,7 @@ class EmotionModel:
         v = np.asarray(statistics, dtype=np.float32)
         if v.shape != self.voice_shape or not np.isfinite(v).all():
             raise ModelError(f"{self.path}: a voice must be {self.voice_shape} finite numbers, got {v.shape}")
-        self._voice = v
+        self._voice = (v, name)
 
     def _file_id(self) -> str:
         digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
@@ -446,10 +454,10 @@ class EmotionModel:
         feats = self.features(audio)
         t1 = time.perf_counter()
         voice = self._voice  # one voice for the whole segment, whatever another thread sets
-        probs, chunks, stats = self._probabilities(feats, voice)
+        probs, chunks, stats = self._probabilities(feats, None if voice is None else voice[0])
         t2 = time.perf_counter()
         return Classification(self.labels, probs, (t1 - t0) * 1000, (t2 - t1) * 1000, feats.shape[0], chunks,
-                              stats, voice is not None)
+                              stats, None if voice is None else voice[1])
 
     def interrupt(self) -> None:
         """Cut the classification in progress short, from another thread: it raises

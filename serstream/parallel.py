@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from serstream.errors import AudioFileError
 from serstream.events import EmotionEvent, Stats
 from serstream.pipeline import Counters, Outlet, PipelineConfig
@@ -67,7 +69,8 @@ class _Collect(Outlet):
 _worker: dict = {}
 
 
-def _init(model_path: str, threads: int, config: PipelineConfig, replay: ReplayConfig) -> None:
+def _init(model_path: str, threads: int, config: PipelineConfig, replay: ReplayConfig,
+          voice: tuple[np.ndarray, str] | None) -> None:
     for sig in (signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     stopper = Stopper("finishing this worker's file", signals=(signal.SIGTERM,))
@@ -75,6 +78,8 @@ def _init(model_path: str, threads: int, config: PipelineConfig, replay: ReplayC
     from serstream.model import EmotionModel
 
     model = EmotionModel(model_path, threads=threads)
+    if voice is not None:  # checked against the model in the parent
+        model.use_voice(*voice)
     model.warmup()
     _worker.update(model=model, config=config, replay=replay, stopper=stopper)
 
@@ -102,14 +107,15 @@ def _score(index: int, path: Path) -> FileResult:
 
 def score_files(files: Sequence[Path], jobs: int, model_path: Path, threads: int, config: PipelineConfig,
                 replay: ReplayConfig, stop: threading.Event,
-                on_done: Callable[[FileResult], None] | None = None) -> Iterator[FileResult]:
+                on_done: Callable[[FileResult], None] | None = None,
+                voice: tuple[np.ndarray, str] | None = None) -> Iterator[FileResult]:
     """Results in the order of ``files``; ``on_done`` sees each as soon as it is done
     (any order: for progress). At most ``8 * jobs`` files are in flight or waiting for
     an earlier one, so a long file holds back a bounded number of results."""
     window = max(8 * jobs, 16)
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init,
-                                initargs=(str(model_path), threads, config, replay)) as pool:
+                                initargs=(str(model_path), threads, config, replay, voice)) as pool:
         todo = iter(enumerate(files))
         running: dict[cf.Future, tuple[int, Path]] = {}
         ready: dict[int, FileResult] = {}

@@ -34,11 +34,14 @@ if TYPE_CHECKING:  # types only: importing the pipeline (for its config) must no
     from serstream.model import Classification, EmotionModel
     from serstream.publish import Publisher
 
-__all__ = ["Source", "Sink", "Pipeline", "PipelineConfig", "Counters", "LevelMeter", "Outlet"]
+__all__ = ["Source", "Sink", "Listener", "Pipeline", "PipelineConfig", "Counters", "LevelMeter", "Outlet"]
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[Message], None]
+# sees every classification with its segment (and the model's sample rate): what an
+# event does not carry, such as the pooled statistics an enrolment averages
+Listener = Callable[["Segment", "Classification", int], None]
 
 
 class Source(Protocol):
@@ -149,8 +152,10 @@ class Pipeline:
         config: PipelineConfig | None = None,
         sinks: list[Sink] | None = None,
         outlet: Outlet | None = None,
+        listeners: list[Listener] | None = None,
     ) -> None:
         self.model = model
+        self.listeners = list(listeners or [])
         self.config = config or PipelineConfig()
         # another outlet: a worker process hands its bodies to the parent, which stamps them
         self.outlet = outlet or Outlet(publisher, sinks)
@@ -279,6 +284,8 @@ class Pipeline:
         result = self._classify(seg)
         if result is None:
             return
+        for listener in self.listeners:
+            listener(seg, result, self.sr)
         probs = result.probabilities
         decided = self._arrival(seg.detected_at)
         event = EmotionEvent(
@@ -293,6 +300,7 @@ class Pipeline:
             confidence=round(result.confidence, 5),
             probabilities={lab: round(float(p), 5) for lab, p in zip(result.labels, probs, strict=True)},
             model=self.model.model_id,
+            voice=result.voice,
             vad_delay_ms=round((seg.detected_at - seg.speech_end) * 1000 / self.sr, 2),
             processing_ms=round((time.monotonic() - decided) * 1000, 3),
             features_ms=round(result.features_ms, 3),

@@ -74,7 +74,7 @@ class SegmentRows:
     """A sink: one row per final emotion event (partials are the same segment, unsettled)."""
 
     FIELDS = ("source", "segment", "start", "end", "label", "confidence")
-    TAIL = ("model", "session", "seq", "wall_start", "wall_end")
+    TAIL = ("model", "voice", "session", "seq", "wall_start", "wall_end")
 
     def __init__(self, path: Path, labels: Sequence[str]) -> None:
         self.labels = tuple(labels)

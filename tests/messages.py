@@ -9,7 +9,7 @@ def event(segment: int = 0, confidence: float = 0.9, probabilities: dict[str, fl
     """A final event; ``segment`` tells messages apart."""
     return EmotionEvent(source="test", segment=segment, final=True, start=0.0, end=1.0, wall_start=1.0,
                         wall_end=2.0, label="sad", confidence=confidence,
-                        probabilities=probabilities or {"sad": 0.9, "angry": 0.1}, model="m",
+                        probabilities=probabilities or {"sad": 0.9, "angry": 0.1}, model="m", voice=None,
                         vad_delay_ms=0.0, processing_ms=1.0, features_ms=0.5, inference_ms=0.5)
 
 

@@ -216,3 +216,46 @@ def _save(path: Path, name: str, nodes: list, inits: list, meta: ModelMetadata) 
     helper.set_model_props(model, {METADATA_KEY: meta.to_json()})
     onnx.save(model, str(path))
     return path
+
+
+def build_voiced(path: Path, meta: ModelMetadata | None = None, seed: int = 0) -> Path:
+    """A model that adapts to a voice, as the Whisper graph does (train/whisper.py): the
+    optional input ``voice`` (an initializer, zeros by default) and the outputs
+    ``probabilities`` (the global head, on the mean feature frame), ``voice_probabilities``
+    (another head, on the mean frame less the voice) and ``statistics`` (the mean frame,
+    shaped ``[1, 1, n_features]`` like the voice). Small enough to reason about: the
+    statistics of a segment are the mean of its normalised feature frames."""
+    meta = meta or metadata(model_id="tiny-voiced")
+    f, n_out = meta.features.n_features, len(meta.labels)
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((f, n_out)) * 0.05).astype(np.float32), "W"),
+        numpy_helper.from_array((rng.standard_normal((f, n_out)) * 0.01).astype(np.float32), "W_voice"),
+        numpy_helper.from_array(np.array([1], np.int64), "axes"),
+        numpy_helper.from_array(np.zeros((1, 1, f), np.float32), "voice"),
+    ]
+    nodes = [
+        helper.make_node("ReduceMean", ["features", "axes"], ["pooled3"], keepdims=1),
+        helper.make_node("Identity", ["pooled3"], ["statistics"]),
+        helper.make_node("ReduceMean", ["pooled3", "axes"], ["pooled"], keepdims=0),
+        helper.make_node("MatMul", ["pooled", "W"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+        helper.make_node("Sub", ["pooled3", "voice"], ["away3"]),
+        helper.make_node("ReduceMean", ["away3", "axes"], ["away"], keepdims=0),
+        helper.make_node("MatMul", ["away", "W_voice"], ["voice_logits"]),
+        helper.make_node("Softmax", ["voice_logits"], ["voice_probabilities"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny-voiced",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, "time", f]),
+         helper.make_tensor_value_info("voice", TensorProto.FLOAT, [1, 1, f])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, n_out]),
+         helper.make_tensor_value_info("voice_probabilities", TensorProto.FLOAT, [1, n_out]),
+         helper.make_tensor_value_info("statistics", TensorProto.FLOAT, [1, 1, f])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    helper.set_model_props(model, {METADATA_KEY: meta.to_json()})
+    onnx.save(model, str(path))
+    return path
