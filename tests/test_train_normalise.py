@@ -90,3 +90,20 @@ def test_cli_refuses_a_reference_that_is_neither_a_count_nor_neutral(tmp_path, c
         main(["cv", "--data", str(tmp_path), "--normalise", "speaker", "--reference", "calm"])
     assert exc.value.code == 2
     assert "a clip count or 'neutral'" in capsys.readouterr().err
+
+
+def test_the_default_voice_counts_each_speaker_once_by_their_neutral_clips():
+    from train.fit_whisper import default_voice
+    from train.voices import group_voices
+
+    clips = _clips()
+    clips[0] = Clip(clips[0].path, "neutral", clips[0].corpus, clips[0].speaker, clips[0].group)
+    clips[1] = Clip(clips[1].path, "neutral", clips[1].corpus, clips[1].speaker, clips[1].group)
+    x = _stats(clips)[:, 0]
+    voices = group_voices(x.numpy(), clips)
+    assert sorted(voices) == ["ravdess:01", "ravdess:02", "savee:DC"]
+    assert torch.allclose(torch.from_numpy(voices["ravdess:01"]), x[[0, 1]].mean(0))  # its neutral clips
+    assert torch.allclose(torch.from_numpy(voices["savee:DC"]), x[12:].mean(0))  # none: all of its clips
+    # three speakers, each counted once, however many clips each has
+    assert torch.allclose(default_voice(x, clips), torch.stack([torch.from_numpy(v) for v in voices.values()]).mean(0))
+    assert torch.allclose(default_voice(x[6:], clips[6:]), (x[6:12].mean(0) + x[12:].mean(0)) / 2, atol=1e-5)

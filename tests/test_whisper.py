@@ -17,7 +17,14 @@ from serstream.features import FeatureExtractor
 from serstream.model import EmotionModel
 from train.corpora import LABELS
 from train.ct2_format import read_model_bin
-from train.fit_whisper import WHISPER_FEATURES, WHISPER_NORM, export_graph, max_difference
+from train.fit_whisper import (
+    WHISPER_FEATURES,
+    WHISPER_NORM,
+    export_graph,
+    max_difference,
+    quantize_int8,
+    store_float16,
+)
 from train.head import EmotionHead, HeadEnsemble, WhisperEmotion
 from train.whisper import WEIGHTS, WhisperEncoder, load_weights, model_bin_bytes, package_file
 
@@ -131,6 +138,15 @@ def test_a_graph_with_a_voice_head_matches_pytorch_on_every_output(tmp_path, wei
     assert np.array_equal(stats, same_stats) and not np.allclose(adapted, moved)
     with pytest.raises(ValueError):
         export_graph(model, tmp_path / "no-voice.onnx")
+    # the int8 graph, its float weights then stored in float16 (as the fit ships it): the
+    # voice stays an optional input, and the storage changes no output bit
+    int8 = quantize_int8(path, tmp_path / "v8.onnx")
+    small = store_float16(int8, tmp_path / "v8-f16.onnx")
+    s8, s8h = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (int8, small))
+    assert [i.name for i in s8h.get_overridable_initializers()] == ["voice"]
+    for feed in ({"features": x}, {"features": x, "voice": stats}):
+        assert all(np.array_equal(a, b) for a, b in zip(s8.run(None, feed), s8h.run(None, feed), strict=True))
+    assert small.stat().st_size < 0.8 * int8.stat().st_size
 
 
 def test_cost_follows_the_input_length(served_graph):

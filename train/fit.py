@@ -115,7 +115,8 @@ def _fit_whisper(prep: Prepared, out_dir: Path, cache_dir: Path, config: FitConf
     diff = whisper_difference(model, fp32)
     log.info("exported %s (%.1f MB); max |onnx - torch| over the whole graph = %.2e", fp32,
              fp32.stat().st_size / 1e6, diff)
-    int8 = write_metadata(quantize_int8(exported, work / f"{config.name}.int8.onnx"), meta)
+    int8 = write_metadata(store_float16(quantize_int8(exported, work / f"{config.name}.int8-f32.onnx"),
+                                        work / f"{config.name}.int8.onnx"), meta)
     variants = {"fp32": fp32, "int8": int8}
     scored = {k: evaluate_model(p, prep.data, cache_dir, prep.split_path, "val")[0] for k, p in variants.items()}
     if wc.quantize == "auto":

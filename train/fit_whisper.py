@@ -28,7 +28,7 @@ from train.evaluate import score
 from train.head import EmotionHead, HeadEnsemble, WhisperEmotion
 from train.optim import optimisation
 from train.prepare import Prepared, sampling_weights, val_score
-from train.voices import neutral_references
+from train.voices import group_voices, neutral_references
 from train.whisper import WhisperEncoder, load_weights
 
 log = logging.getLogger(__name__)
@@ -214,21 +214,11 @@ def train_head(prep: Prepared, enc: EncoderCache, config: WhisperConfig, cache_w
     return result
 
 
-def speaker_voices(x: torch.Tensor, clips: list[Clip]) -> dict[str, torch.Tensor]:
-    """Each speaker's voice: the mean clean statistics of its neutral clips (of all its
-    clips where it has none), as :func:`subtract_group_means` takes them."""
-    out = {}
-    for spk in sorted({c.speaker for c in clips}):
-        rows = [i for i, c in enumerate(clips) if c.speaker == spk]
-        neutral = [i for i in rows if clips[i].label == "neutral"] or rows
-        out[spk] = x[neutral].mean(dim=0)
-    return out
-
-
 def default_voice(x: torch.Tensor, clips: list[Clip]) -> torch.Tensor:
     """What the graph's ``voice`` input holds when none is given: the average training
-    speaker's voice, each speaker counted once."""
-    return torch.stack(list(speaker_voices(x, clips).values())).mean(dim=0)
+    speaker's voice (:func:`train.voices.group_voices`), each speaker counted once."""
+    voices = group_voices(x.numpy(), clips, "speaker")
+    return torch.from_numpy(np.mean(np.stack(list(voices.values())), axis=0))
 
 
 NORMALISE = ("none", "corpus", "speaker")
@@ -261,11 +251,11 @@ def subtract_group_means(x: torch.Tensor, clips: list[Clip], by: str, reference:
     check_normalisation(by, reference)
     if by == "none":
         return x
+    if reference == "neutral":
+        return x - torch.from_numpy(neutral_references(x[:, 0].numpy(), clips, by)).unsqueeze(1)
     keys = np.array([c.speaker if by == "speaker" else c.corpus for c in clips])
     rng = np.random.default_rng(seed)
     out = x.clone()
-    if reference == "neutral":
-        return x - torch.from_numpy(neutral_references(x[:, 0].numpy(), clips, by)).unsqueeze(1)
     for key in np.unique(keys):
         idx = np.flatnonzero(keys == key)
         ref = rng.choice(idx, reference, replace=False) if 0 < reference < idx.size else idx
@@ -382,11 +372,13 @@ def store_float16(src: Path, dest: Path, min_size: int = 1024) -> Path:
 
     model = onnx.load(str(src))
     graph = model.graph
+    inputs = {i.name for i in graph.input}  # an optional input's default stays one (the voice)
     casts = []
     kept = []
     for init in graph.initializer:
         w = numpy_helper.to_array(init)
-        if w.dtype == np.float32 and w.size >= min_size and np.array_equal(w.astype(np.float16).astype(np.float32), w):
+        if (init.name not in inputs and w.dtype == np.float32 and w.size >= min_size
+                and np.array_equal(w.astype(np.float16).astype(np.float32), w)):
             half = numpy_helper.from_array(w.astype(np.float16), f"{init.name}.f16")
             kept.append(half)
             casts.append(helper.make_node("Cast", [half.name], [init.name], to=onnx.TensorProto.FLOAT,

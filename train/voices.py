@@ -14,21 +14,33 @@ import numpy as np
 
 from train.corpora import Clip
 
-__all__ = ["neutral_references"]
+__all__ = ["group_voices", "neutral_references"]
+
+
+def _enrolments(clips: list[Clip], by: str):
+    """Per group (speaker, or corpus): its rows, the rows of its enrolment (its neutral
+    clips; all of its clips where it has none), and whether they are neutral ones."""
+    keys = np.array([c.speaker if by == "speaker" else c.corpus for c in clips])
+    neutral = np.array([c.label == "neutral" for c in clips])
+    for key in np.unique(keys):
+        idx = np.flatnonzero(keys == key)
+        has_neutral = bool(neutral[idx].any())
+        yield key, idx, (idx[neutral[idx]] if has_neutral else idx), has_neutral
+
+
+def group_voices(x: np.ndarray, clips: list[Clip], by: str = "speaker") -> dict[str, np.ndarray]:
+    """Each group's voice: the mean of ``x`` (one row per clip) over its enrolment."""
+    return {str(key): x[ref].mean(axis=0) for key, _, ref, _ in _enrolments(clips, by)}
 
 
 def neutral_references(x: np.ndarray, clips: list[Clip], by: str = "speaker") -> np.ndarray:
     """Per clip, the mean of ``x`` (one row per clip) over the neutral clips of its
     speaker (``by="corpus"``: its corpus) other than itself; a group with no neutral clip
     falls back to all of its clips, one with a single neutral clip to that clip."""
-    keys = np.array([c.speaker if by == "speaker" else c.corpus for c in clips])
-    neutral = np.array([c.label == "neutral" for c in clips])
     out = np.empty_like(x)
-    for key in np.unique(keys):
-        idx = np.flatnonzero(keys == key)
-        ref = idx[neutral[idx]] if neutral[idx].any() else idx
+    for _, idx, ref, has_neutral in _enrolments(clips, by):
         total = x[ref].sum(axis=0)
         out[idx] = total / ref.size
-        if neutral[idx].any() and ref.size > 1:
+        if has_neutral and ref.size > 1:
             out[ref] = (total - x[ref]) / (ref.size - 1)
     return out
