@@ -787,6 +787,7 @@ def _info_shipped(as_json: bool) -> int:
             model = EmotionModel(path, threads=1)
             entry |= {"model_id": model.model_id, "size_bytes": path.stat().st_size,
                       "ms_per_3s_segment_here": round(catalog.cost_ms(model), 1),
+                      "adapts_to_voice": model.adapts,
                       "test_accuracy": {c: m.get("accuracy") for c, m in
                                         model.meta.provenance.get("test_metrics", {}).items()}}
         else:
@@ -803,7 +804,8 @@ def _info_shipped(as_json: bool) -> int:
         acc = ", ".join(f"{c} {a:.0%}" for c, a in e["test_accuracy"].items())
         print(f"{e['name']}{mark}: {e['summary']}")
         print(f"    {e['size_bytes'] / 1e6:.1f} MB, {e['ms_per_3s_segment_here']:.0f} ms per 3 s segment on this "
-              f"machine (one thread); test speakers: {acc}")
+              f"machine (one thread); test speakers: {acc}"
+              + ("; adapts to an enrolled voice (serstream enrol)" if e["adapts_to_voice"] else ""))
     print("details: serstream info NAME; choose one: --model NAME (or a path to an ONNX file)")
     return 0
 

@@ -28,6 +28,7 @@ def human(payload: Mapping[str, Any]) -> str:
         f"{payload.get('label', '?'):<9} {'  -' if confidence is None else f'{confidence:.2f}'}  "
         f"[{payload.get('start', 0):7.2f}-{payload.get('end', 0):7.2f} s]  "
         f"{payload.get('processing_ms', 0):.1f} ms"
+        + (f"  voice {voice}" if (voice := payload.get("voice")) else "")
     )
 
 

@@ -69,8 +69,12 @@ def test_info_lists_the_shipped_models_with_cost_and_accuracy():
     for e in listed.values():
         assert e["ms_per_3s_segment_here"] > 0 and e["size_bytes"] > 0
         assert set(e["test_accuracy"]) == {"ravdess", "cremad", "tess", "savee"}
+    # the default model adapts to an enrolled voice, the light one does not
+    assert listed["whisper"]["adapts_to_voice"] and not listed["fast"]["adapts_to_voice"]
     text = serstream("info", env={"SERSTREAM_MODEL": ""}).stdout
     assert "whisper (default)" in text and "fast:" in text and "ms per 3 s segment" in text
+    assert text.count("adapts to an enrolled voice") == 1
+    assert "adapts to an enrolled voice" in serstream("info", "whisper").stdout
 
 
 def test_readme_main_command_runs_on_the_examples():

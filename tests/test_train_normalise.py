@@ -89,7 +89,7 @@ def test_cli_refuses_a_reference_that_is_neither_a_count_nor_neutral(tmp_path, c
     with pytest.raises(SystemExit) as exc:
         main(["cv", "--data", str(tmp_path), "--normalise", "speaker", "--reference", "calm"])
     assert exc.value.code == 2
-    assert "a clip count or 'neutral'" in capsys.readouterr().err
+    assert "a clip count, 'neutral' or 'heard'" in capsys.readouterr().err
 
 
 def test_the_default_voice_counts_each_speaker_once_by_their_neutral_clips():
@@ -107,3 +107,42 @@ def test_the_default_voice_counts_each_speaker_once_by_their_neutral_clips():
     # three speakers, each counted once, however many clips each has
     assert torch.allclose(default_voice(x, clips), torch.stack([torch.from_numpy(v) for v in voices.values()]).mean(0))
     assert torch.allclose(default_voice(x[6:], clips[6:]), (x[6:12].mean(0) + x[12:].mean(0)) / 2, atol=1e-5)
+
+
+def _voiced_corpus(speakers: int = 8, per_label: int = 6, seed: int = 0) -> tuple[list[Clip], torch.Tensor]:
+    """Statistics in which a speaker's voice outweighs the emotion: each label moves
+    the statistics one way, each voice moves them further, a different way for everyone."""
+    g = torch.Generator().manual_seed(seed)
+    labels = ("neutral", "happy", "sad", "angry")
+    emotion = {lab: torch.randn(8, generator=g) for lab in labels}
+    clips, rows = [], []
+    for s in range(speakers):
+        spk = f"ravdess:{s:02d}"
+        voice = torch.randn(8, generator=g) * 3
+        for lab in labels:
+            for i in range(per_label):
+                clips.append(Clip(Path(f"/x/{spk}-{lab}-{i}.wav"), lab, "ravdess", spk, spk))
+                rows.append(voice + emotion[lab] + torch.randn(8, generator=g) * 0.3)
+    return clips, torch.stack(rows)[:, None, None, :]
+
+
+def test_cross_validation_with_a_voice_heard_rather_than_enrolled():
+    """``--reference heard``: the global head picks what sounds neutral, and the voice
+    head judges against the mean of it. On voices that outweigh the emotion, both ways
+    of knowing the voice beat not knowing it."""
+    from train.fit_whisper import WhisperConfig, _cross_validate_heard, speaker_folds
+
+    clips, x = _voiced_corpus()
+    config = WhisperConfig(layers=(3,), epochs=30, hidden=16, heads=1, batch_size=16, dropout=0.0)
+    result = _cross_validate_heard(clips, x, speaker_folds(clips, 4, config.seed), config)
+    assert result["folds"] == 4 and result["reference"] == "heard"
+    assert 0 < result["of_them_truly_neutral"] <= result["heard_neutral_clips"] <= len(clips)
+    glob, heard, enrolled = (result[k]["ravdess"] for k in ("global", "final", "enrolled"))
+    assert enrolled > glob + 0.2 and heard > glob + 0.1, result
+
+
+def test_a_heard_reference_is_for_speakers_and_cross_validation_only():
+    with pytest.raises(ValueError, match="--normalise speaker"):
+        subtract_group_means(_stats(_clips()), _clips(), "corpus", "heard")
+    with pytest.raises(ValueError, match="only cross-validation"):
+        subtract_group_means(_stats(_clips()), _clips(), "speaker", "heard")

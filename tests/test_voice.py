@@ -74,6 +74,9 @@ def test_an_enrolled_voice_is_the_mean_of_its_segments_and_events_name_it(voiced
     np.testing.assert_allclose(_centred_logits(a), -_centred_logits(b), atol=2e-3)
     assert np.abs(_centred_logits(a)).max() > 0.05  # and not both flat, which would prove nothing
     assert a["probabilities"] != plain[0]["probabilities"]
+    # and the human-readable lines say which voice judged the speech
+    r = serstream("replay", "--model", voiced, "--no-publish", "--speed", "0", *ONE_SEGMENT, "--voice", out, A)
+    assert r.returncode == 0 and " final " in r.stdout and r.stdout.rstrip().endswith("voice alice"), r.stdout
 
 
 def test_a_clip_judged_against_its_own_voice_is_undecided(voiced, tmp_path):

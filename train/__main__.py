@@ -35,13 +35,13 @@ def fit_config(args: argparse.Namespace):
 
 
 def _reference(text: str) -> int | str:
-    """``--reference``: a clip count or ``neutral``."""
-    if text == "neutral":
+    """``--reference``: a clip count, ``neutral`` or ``heard``."""
+    if text in ("neutral", "heard"):
         return text
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"a clip count or 'neutral', not {text!r}") from None
+        raise argparse.ArgumentTypeError(f"a clip count, 'neutral' or 'heard', not {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                         "the voice (or microphone) heard would gain; held-out speakers use their own clips")
     c.add_argument("--reference", type=_reference, default=0,
                    help="with --normalise: how many of a held-out speaker's clips make its mean (0: all), "
-                        "or 'neutral': its neutral clips (an enrolment), training clips likewise")
+                        "or 'neutral': its neutral clips (an enrolment), training clips likewise; or 'heard': "
+                        "no enrolment, the clips the global head hears as neutral (scored three ways)")
     d = sub.add_parser("eda", help="plots that motivate the design (PNG)")
     d.add_argument("--data", type=Path, required=True)
     d.add_argument("--out", type=Path, default=Path("reports"))
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             args.kind, args.name = "whisper", None
             result = cross_validation(args.data, args.cache, fit_config(args), args.folds, args.normalise,
                                       args.reference)
-            for epoch, accs in result["by_epoch"].items():
+            for epoch, accs in result.get("by_epoch", {}).items():
                 if epoch % 10 == 0 or epoch == result["epochs"]:
                     print(f"epoch {epoch:3d}  " + "  ".join(f"{c} {a:.3f}" for c, a in accs.items()))
             print(json.dumps({k: v for k, v in result.items() if k != "by_epoch"}))

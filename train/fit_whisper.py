@@ -185,11 +185,13 @@ def train_heads(train_clips: list[Clip], x_train: torch.Tensor, eval_clips: list
         history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4), what: round(vs, 4),
                         f"{what}_corpora": accs})
         log.info("epoch %2d/%d  loss %.4f  %s %.3f %s", epoch, config.epochs, np.mean(losses), what, vs, accs)
-        if vs > best[0]:
+        if scored["corpora"] and vs > best[0]:  # nothing to score on: the last epoch is the one
             best = (vs, epoch, {k: v.detach().clone() for k, v in ensemble.state_dict().items()})
     ensemble = HeadEnsemble([optim.averaged for _, optim, _ in members])
-    if best[2] is not None:
-        ensemble.load_state_dict(best[2])
+    if best[2] is None:
+        log.info("last epoch %d (nothing to choose on)", config.epochs)
+        return ensemble.eval(), config.epochs, history
+    ensemble.load_state_dict(best[2])
     log.info("best epoch %d (%s %.3f)", best[1], what, best[0])
     return ensemble.eval(), best[1], history
 
@@ -228,10 +230,12 @@ def check_normalisation(by: str, reference: int | str) -> None:
     """The one check of a normalisation request, made before any work by the CLI too."""
     if by not in NORMALISE:
         raise ValueError(f"--normalise must be one of {', '.join(NORMALISE)}, got {by!r}")
-    if reference != "neutral" and (not isinstance(reference, int) or reference < 0):
-        raise ValueError(f"--reference must be 0 (all clips), a clip count or 'neutral', got {reference!r}")
+    if reference not in ("neutral", "heard") and (not isinstance(reference, int) or reference < 0):
+        raise ValueError(f"--reference must be 0 (all clips), a clip count, 'neutral' or 'heard', got {reference!r}")
     if reference and by == "none":
         raise ValueError("--reference needs --normalise")
+    if reference == "heard" and by != "speaker":
+        raise ValueError("--reference heard is a speaker's voice: use it with --normalise speaker")
 
 
 def subtract_group_means(x: torch.Tensor, clips: list[Clip], by: str, reference: int | str = 0,
@@ -249,6 +253,8 @@ def subtract_group_means(x: torch.Tensor, clips: list[Clip], by: str, reference:
     voice head is trained on.
     """
     check_normalisation(by, reference)
+    if reference == "heard":
+        raise ValueError("reference 'heard' depends on a trained head: only cross-validation measures it")
     if by == "none":
         return x
     if reference == "neutral":
@@ -278,6 +284,8 @@ def cross_validate(prep: Prepared, enc: EncoderCache, config: WhisperConfig, fol
     clips = prep.train.clips
     fold = speaker_folds(clips, folds, config.seed)
     raw = cached_stats(enc, clips, config.versions, config.layers)
+    if reference == "heard":
+        return _cross_validate_heard(clips, raw, fold, config)
     x = subtract_group_means(raw, clips, normalise, "neutral" if reference == "neutral" else 0)
     # held-out clips differ from training ones only with a reference of K clips
     x_held = x if reference in (0, "neutral") else subtract_group_means(raw, clips, normalise, reference, config.seed)
@@ -297,6 +305,58 @@ def cross_validate(prep: Prepared, enc: EncoderCache, config: WhisperConfig, fol
             "normalise": normalise, "reference": reference,
             "by_epoch": curve, "final": last, "final_mean": round(float(np.mean(list(last.values()))), 4),
             "groups_learnt_from": groups_learnt_from(clips, fold)}
+
+
+def _cross_validate_heard(clips: list[Clip], raw: torch.Tensor, fold: np.ndarray, config: WhisperConfig) -> dict:
+    """An enrolment nobody made: per held-out speaker, the voice is the mean of the clips
+    the *global* head hears as neutral (the clip itself left out; none heard: the
+    average training voice), and the voice head, trained on true neutral enrolments,
+    judges each clip against it. What a daemon could do alone, from the segments it has
+    heard, measured before it is served. The global head's last epoch picks (choosing
+    its epoch on the held-out clips would leak them)."""
+    x_voice = subtract_group_means(raw, clips, "speaker", "neutral")
+    neutral = LABELS.index("neutral")
+    per_fold = []
+    for f in range(int(fold.max()) + 1):
+        tr, ev = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        train_clips, held = [clips[i] for i in tr], [clips[i] for i in ev]
+        log.info("fold %d: the global head, then the voice head (%d training clips, %d held out)",
+                 f + 1, tr.size, ev.size)
+        global_head, _, _ = train_heads(train_clips, raw[tr], [], None, config, "cv")
+        voice_head, _, _ = train_heads(train_clips, x_voice[tr], [], None, config, "cv")
+        with torch.no_grad():
+            x_held = raw[ev, 0]
+            heard = global_head(x_held).numpy().argmax(axis=1) == neutral
+            fallback = default_voice(raw[tr, 0], train_clips)
+            refs = torch.empty_like(x_held)
+            speakers = np.array([c.speaker for c in held])
+            for spk in np.unique(speakers):
+                rows = np.flatnonzero(speakers == spk)
+                pool = rows[heard[rows]]
+                for r in rows:
+                    others = pool[pool != r]
+                    refs[r] = x_held[others].mean(dim=0) if others.size else fallback
+            per_fold.append({
+                "global": score(global_head(x_held).numpy(), held, LABELS),
+                "heard": score(voice_head(x_held - refs).numpy(), held, LABELS),
+                "enrolled": score(voice_head(x_voice[ev, 0]).numpy(), held, LABELS),
+                "heard_neutral": {"clips": int(heard.sum()),
+                                  "truly_neutral": int(sum(h and c.label == "neutral" for h, c in zip(heard, held, strict=True)))},
+            })
+            log.info("fold %d: %s", f + 1, {k: {c: r["accuracy"] for c, r in v["corpora"].items()}
+                                           for k, v in per_fold[-1].items() if k != "heard_neutral"})
+    out = {}
+    for way in ("global", "heard", "enrolled"):
+        corpora = sorted({c for p in per_fold for c in p[way]["corpora"]})
+        # pooled over folds: each held-out clip counted once
+        out[way] = {c: round(sum(p[way]["corpora"][c]["accuracy"] * p[way]["corpora"][c]["clips"]
+                                 for p in per_fold if c in p[way]["corpora"])
+                             / sum(p[way]["corpora"][c]["clips"] for p in per_fold if c in p[way]["corpora"]), 4)
+                    for c in corpora}
+    heard_total = sum(p["heard_neutral"]["clips"] for p in per_fold)
+    truly = sum(p["heard_neutral"]["truly_neutral"] for p in per_fold)
+    return {"folds": len(per_fold), "reference": "heard", "final": out["heard"], "global": out["global"],
+            "enrolled": out["enrolled"], "heard_neutral_clips": heard_total, "of_them_truly_neutral": truly}
 
 
 def speaker_folds(clips: list[Clip], folds: int, seed: int) -> np.ndarray:
