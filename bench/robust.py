@@ -60,7 +60,7 @@ def stop(quick: bool) -> list[str]:
             "|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        slow, speech = build_slow(tmp / "slow.onnx", matmuls=8), _speech(tmp / "speech.wav")
+        slow, speech = build_slow(tmp / "slow.onnx", seconds=0.3), _speech(tmp / "speech.wav")
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             rows.append(_stop_once(sig, slow, speech))
     rows += ["", "Target: every stop signal ends any run within 2 s, exit 0, the open segment closed with "

@@ -626,9 +626,12 @@ def cmd_enrol(args: argparse.Namespace, stopper: Stopper) -> int:
             if source.error is not None:
                 log.error("%s", source.error)
                 failed.append(str(path))
-        if failed:  # a voice from part of what was asked for is not the voice that was asked for
+        # a voice from part of what was asked for is not the voice that was asked for
+        if failed:
             raise UserError(f"{len(failed)} of {len(args.files)} files could not be read ({', '.join(failed)}): "
                             "nothing written", exit_code=1)
+        if stopper.event.is_set():
+            raise UserError("stopped before every file was heard: nothing written", exit_code=1)
         sources = tuple(str(p) for p in args.files)
     else:
         source = MicSource(capture, sr=model.sample_rate)
