@@ -202,13 +202,15 @@ def build_heavy(path: Path, steps: int = 200, width: int = 64, meta: ModelMetada
     return _save(path, "heavy", nodes, inits, meta)
 
 
-def _save(path: Path, name: str, nodes: list, inits: list, meta: ModelMetadata) -> Path:
-    """A graph from features ``[1, time, n_features]`` to probabilities ``[1, n_labels]``,
-    with ``meta`` as its serstream metadata."""
+def _save(path: Path, name: str, nodes: list, inits: list, meta: ModelMetadata,
+          inputs: tuple = (), outputs: tuple = ()) -> Path:
+    """A graph from features ``[1, time, n_features]`` (and ``inputs``) to probabilities
+    ``[1, n_labels]`` (and ``outputs``), with ``meta`` as its serstream metadata."""
     graph = helper.make_graph(
         nodes, name,
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, "time", meta.features.n_features])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, len(meta.labels)])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, "time", meta.features.n_features]),
+         *inputs],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, len(meta.labels)]), *outputs],
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
@@ -245,17 +247,7 @@ def build_voiced(path: Path, meta: ModelMetadata | None = None, seed: int = 0) -
         helper.make_node("MatMul", ["away", "W_voice"], ["voice_logits"]),
         helper.make_node("Softmax", ["voice_logits"], ["voice_probabilities"], axis=-1),
     ]
-    graph = helper.make_graph(
-        nodes, "tiny-voiced",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, "time", f]),
-         helper.make_tensor_value_info("voice", TensorProto.FLOAT, [1, 1, f])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, n_out]),
-         helper.make_tensor_value_info("voice_probabilities", TensorProto.FLOAT, [1, n_out]),
-         helper.make_tensor_value_info("statistics", TensorProto.FLOAT, [1, 1, f])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    helper.set_model_props(model, {METADATA_KEY: meta.to_json()})
-    onnx.save(model, str(path))
-    return path
+    return _save(path, "tiny-voiced", nodes, inits, meta,
+                 inputs=(helper.make_tensor_value_info("voice", TensorProto.FLOAT, [1, 1, f]),),
+                 outputs=(helper.make_tensor_value_info("voice_probabilities", TensorProto.FLOAT, [1, n_out]),
+                          helper.make_tensor_value_info("statistics", TensorProto.FLOAT, [1, 1, f])))
