@@ -97,3 +97,26 @@ def test_model_card_numbers_are_reproducible(tmp_path, data_dir, name):
         assert result["corpora"][corpus]["confusion"] == r["confusion"], corpus
         assert result["corpora"][corpus]["groups"] == r["groups"], corpus
 
+
+
+def test_the_default_model_takes_an_enrolled_voice(tmp_path):
+    """The shipped model end to end through the commands a user runs: enrol on calm
+    speech, then judge another clip against that voice; the light model refuses it."""
+    voice = tmp_path / "speaker.json"
+    calm = [EXAMPLES / "neutral_ravdess_03-01-01-01-01-01-01.wav", EXAMPLES / "calm_ravdess_03-01-02-02-01-01-02.wav"]
+    r = serstream("enrol", "--out", voice, *calm)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(voice.read_text())
+    model = EmotionModel(catalog.resolve("whisper"))
+    assert doc["model"] == model.model_id and tuple(doc["shape"]) == model.voice_shape and doc["segments"] == 2
+    clip = EXAMPLES / "angry_cremad_1001_DFA_ANG_XX.wav"
+    finals = {}
+    for how in ((), ("--voice", voice)):
+        r = serstream("replay", "--speed", "0", "--no-publish", "--json", *how, clip)
+        assert r.returncode == 0, r.stderr
+        (finals[how != ()],) = [e for e in map(json.loads, r.stdout.splitlines()) if e["final"]]
+    assert finals[False]["voice"] is None and finals[True]["voice"] == "speaker"
+    assert finals[True]["probabilities"] != finals[False]["probabilities"]
+    r = serstream("replay", "--model", "fast", "--speed", "0", "--no-publish", "--voice", voice, clip)
+    assert r.returncode == 2
+    assert_one_line_error(r.stderr, "does not adapt to a voice")
