@@ -47,6 +47,8 @@ def _json_lines(text: str) -> list[dict]:
 
 def test_the_page_shows_the_final_label_of_a_replayed_clip(tmp_path):
     ep = free_endpoint()
+    voice = tmp_path / "reader.json"  # judged against an enrolled voice, which the page names
+    assert serstream("enrol", "--out", voice, CLIPS[0]).returncode == 0
     view, err, url = _view("--connect", ep, "--http", "127.0.0.1:0")
     browser = Chromium(tmp_path / "profile", height=1120)
     try:
@@ -54,13 +56,14 @@ def test_the_page_shows_the_final_label_of_a_replayed_clip(tmp_path):
         browser.wait_for("document.getElementById('conn').textContent === 'connected'", 60)
         assert browser.evaluate("typeof uPlot") == "function"  # the vendored chart library, served locally
         r = serstream("replay", "--bind", ep, "--speed", "1", "--json", "--stats", "--stats-interval", "0.5",
-                      "--wait-subscriber", "60", *CLIPS, timeout=300)
+                      "--wait-subscriber", "60", "--voice", voice, *CLIPS, timeout=300)
         assert r.returncode == 0, r.stderr
         printed = _json_lines(r.stdout)
         finals = [m for m in printed if m["type"] == "emotion" and m["final"]]
         expected = finals[-1]["label"]
         browser.wait_for(f"(() => {{ const e = document.getElementById('current-label');"
                          f" return e.textContent === {json.dumps(expected)} && e.dataset.final === 'true'; }})()", 60)
+        assert browser.evaluate("document.getElementById('current-detail').textContent").endswith(" · voice reader")
         # every message arrived (none lost), every segment is on the timeline and in the table
         browser.wait_for(f"serstreamView.status && serstreamView.status.received === {len(printed)}", 30)
         assert browser.evaluate("serstreamView.status.lost") == 0

@@ -120,7 +120,7 @@
     $("current-bar").style.width = pct(ev.confidence);
     $("current-bar").style.background = label.style.color;
     $("current-detail").textContent = `${pct(ev.confidence)} confident · ${ev.final ? "final" : "partial, still speaking"}` +
-      ` · ${ev.source} #${ev.segment} · ${clock(ev.wall_end)}`;
+      ` · ${ev.source} #${ev.segment} · ${clock(ev.wall_end)}` + (ev.voice ? ` · voice ${ev.voice}` : "");
     document.title = `${ev.label} ${pct(ev.confidence)} · serstream view`;
   }
 
