@@ -137,8 +137,9 @@ def test_cross_validation_with_a_voice_heard_rather_than_enrolled():
     result = _cross_validate_heard(clips, x, speaker_folds(clips, 4, config.seed), config)
     assert result["folds"] == 4 and result["reference"] == "heard"
     assert 0 < result["of_them_truly_neutral"] <= result["heard_neutral_clips"] <= len(clips)
-    glob, heard, enrolled = (result[k]["ravdess"] for k in ("global", "final", "enrolled"))
+    glob, heard, enrolled, both = (result[k]["ravdess"] for k in ("global", "final", "enrolled", "enrolled_and_global"))
     assert enrolled > glob + 0.2 and heard > glob + 0.1, result
+    assert 0 <= both <= 1
 
 
 def test_a_heard_reference_is_for_speakers_and_cross_validation_only():
