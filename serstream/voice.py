@@ -21,7 +21,6 @@ statistics as a flat list of float32 values and their shape.
 from __future__ import annotations
 
 import json
-import math
 import os
 import threading
 import time
@@ -156,6 +155,8 @@ class Enrolment:
             raise VoiceError("no speech was found to enrol: nothing written (speak for a few seconds in your "
                              "ordinary, calm voice, or give files with speech in them)", exit_code=1)
         mean = (self._sum / self.segments).astype(np.float32)
-        assert np.isfinite(mean).all() and math.isfinite(self.speech_s)
+        if not np.isfinite(mean).all():  # a model answering NaN statistics: no voice to be had from it
+            raise VoiceError(f"model {self.model.model_id} gave statistics that are not finite numbers: "
+                             "nothing written", exit_code=1)
         return Voice(name=name, model=self.model.model_id, statistics=mean, segments=self.segments,
                      speech_s=self.speech_s, sources=sources)

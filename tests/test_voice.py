@@ -19,7 +19,7 @@ import soundfile as sf
 
 from procs import EXAMPLES, ROOT, assert_one_line_error, serstream, spawn
 from serstream.model import EmotionModel
-from serstream.voice import FORMAT, Voice, VoiceError
+from serstream.voice import FORMAT, Enrolment, Voice, VoiceError
 from tiny_model import build_voiced, metadata
 
 SCHEMA = json.loads((ROOT / "serstream" / "schema" / "event.schema.json").read_text())
@@ -191,3 +191,20 @@ def test_enrol_from_the_microphone_ends_when_it_has_heard_enough(virtual_mic, vo
     assert doc["speech_s"] >= 2 and doc["segments"] >= 1
     assert doc["sources"][0].startswith("mic:") and doc["model"] == "tiny-voiced"
     assert "Traceback" not in err
+
+
+def test_an_enrolment_refuses_statistics_that_are_not_numbers(voiced):
+    """A model answering NaN statistics (finite probabilities beside them) yields no
+    voice, said in one line, rather than a file no model would accept."""
+    from serstream.model import Classification
+    from serstream.vad import Segment
+
+    model = EmotionModel(voiced)
+    enrolment = Enrolment(model)
+    stats = np.full(model.voice_shape, np.nan, np.float32)
+    result = Classification(model.labels, np.full(4, 0.25), 1.0, 1.0, 100, statistics=stats)
+    enrolment(Segment(index=0, start=0, end=16000, audio=np.zeros(16000, np.float32), final=True,
+                      detected_at=16000, speech_end=16000), result, 16000)
+    assert enrolment.segments == 1
+    with pytest.raises(VoiceError, match="not finite"):
+        enrolment.voice("x")

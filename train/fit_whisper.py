@@ -326,7 +326,8 @@ def _cross_validate_heard(clips: list[Clip], raw: torch.Tensor, fold: np.ndarray
         voice_head, _, _ = train_heads(train_clips, x_voice[tr], [], None, config, "cv")
         with torch.no_grad():
             x_held = raw[ev, 0]
-            heard = global_head(x_held).numpy().argmax(axis=1) == neutral
+            p_global, p_enrolled = global_head(x_held).numpy(), voice_head(x_voice[ev, 0]).numpy()
+            heard = p_global.argmax(axis=1) == neutral
             fallback = default_voice(raw[tr, 0], train_clips)
             refs = torch.empty_like(x_held)
             speakers = np.array([c.speaker for c in held])
@@ -336,7 +337,6 @@ def _cross_validate_heard(clips: list[Clip], raw: torch.Tensor, fold: np.ndarray
                 for r in rows:
                     others = pool[pool != r]
                     refs[r] = x_held[others].mean(dim=0) if others.size else fallback
-            p_global, p_enrolled = global_head(x_held).numpy(), voice_head(x_voice[ev, 0]).numpy()
             per_fold.append({
                 "global": score(p_global, held, LABELS),
                 "heard": score(voice_head(x_held - refs).numpy(), held, LABELS),
