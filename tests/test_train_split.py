@@ -30,3 +30,13 @@ def test_split_is_deterministic_and_seeded(data_dir):
     clips = scan(data_dir).clips
     assert assign(clips) == assign(list(reversed(clips)))
     assert assign(clips) != assign(clips, SplitConfig(seed=1))
+
+
+def test_refit_trains_on_validation_and_keeps_the_test_speakers(data_dir):
+    """The final refit must not move a single test clip: its test numbers are comparable with
+    the model whose choices were made on validation, and no test voice is ever learnt."""
+    clips = scan(data_dir).clips
+    chosen, refit = split(clips), split(clips, SplitConfig(refit=True))
+    assert chosen["val"] and not refit["val"]
+    assert refit["test"] == chosen["test"]
+    assert sorted(c.path for c in refit["train"]) == sorted(c.path for c in chosen["train"] + chosen["val"])

@@ -208,3 +208,53 @@ def test_short_whisper_fit_produces_a_model_the_daemon_serves(tmp_path, data_dir
     assert r.returncode == 0, r.stderr
     last = json.loads(r.stdout.splitlines()[-1])
     assert last["final"] and last["label"] in LABELS and last["model"] == model.model_id
+
+
+def test_refit_trains_on_validation_speakers_and_keeps_the_last_epochs(tmp_path, data_dir):
+    """``fit --refit``: no validation speakers are left, so nothing is chosen on them. Each
+    head keeps its last epoch, the precision is the one asked for, and the card says how
+    the choices were made instead of claiming a validation that did not happen."""
+    from train.fit import FitConfig, fit
+    from train.fit_whisper import WhisperConfig
+    from train.prepare import DataConfig
+    from train.split import SplitConfig
+
+    data = DataConfig(limit=6, split=SplitConfig(refit=True))
+    with pytest.raises(ValueError, match="--quantize int8 or fp32"):
+        FitConfig(kind="whisper", data=data)
+    with pytest.raises(ValueError, match="whisper kind"):
+        FitConfig(kind="mfcc", data=data)
+    cfg = FitConfig(kind="whisper", name="refit", data=data, seen_speakers=False, cv_folds=0,
+                    whisper=WhisperConfig(epochs=3, voice_epochs=2, layers=(1,), hidden=16, heads=1, quantize="int8"))
+    card = fit(data_dir, tmp_path / "out", tmp_path / "cache", cfg)
+    parts = card["data"]["parts"]
+    assert parts["val"]["clips"] == 0 and parts["train"]["clips"] > 0 and parts["test"]["clips"] > 0
+    details = card["details"]
+    assert details["refit"] and details["precision"] == "int8" and details["layer_probe"] is None
+    assert card["best_epoch"] == 3 and [h["epoch"] for h in card["history"]] == [1, 2, 3]
+    assert details["voice_head"]["best_epoch"] == 2 and len(details["voice_head"]["history"]) == 2
+    assert card["validation"] == {} and all(v["val"] is None for v in details["precision_comparison"].values())
+    text = (tmp_path / "out" / "refit.md").read_text()
+    assert "This is a refit" in text and "the last of 3 epochs" in text and "the last of 2 epochs" in text
+    assert "chosen on validation" not in text
+    model = EmotionModel(tmp_path / "out" / "refit.onnx")
+    assert model.adapts and model.labels == LABELS
+
+
+def test_refit_without_a_precision_is_one_line(tmp_path, data_dir, capsys):
+    from train.__main__ import main
+
+    assert main(["fit", "--refit", "--data", str(data_dir), "--out", str(tmp_path / "o"),
+                 "--cache", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("train: error:") and "--quantize int8 or fp32" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+    # with a precision the same command line makes a refit config (checked as a whole, once)
+    import argparse
+
+    from train.__main__ import fit_config
+
+    args = argparse.Namespace(kind="whisper", name=None, limit=None, epochs=None, layers=None, heads=None,
+                              quantize="int8", refit=True, voice_epochs=20, no_seen=False)
+    cfg = fit_config(args)
+    assert cfg.data.split.refit and cfg.whisper.quantize == "int8" and cfg.whisper.voice_epochs == 20

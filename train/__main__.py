@@ -15,11 +15,12 @@ log = logging.getLogger("train")
 def fit_config(args: argparse.Namespace):
     """The FitConfig the command line asks for: the shipped model's choices, overridden."""
     from train.fit import FitConfig
+    from train.fit_cnn import CnnConfig
+    from train.fit_whisper import WhisperConfig
     from train.prepare import DataConfig
+    from train.split import SplitConfig
 
-    cfg = FitConfig(kind=args.kind, name=args.name or ("serstream-whisper" if args.kind == "whisper" else "serstream-fast"),
-                    data=DataConfig(limit=args.limit), seen_speakers=not getattr(args, "no_seen", False))
-    whisper, cnn = cfg.whisper, cfg.cnn
+    whisper, cnn = WhisperConfig(), CnnConfig()
     if args.epochs is not None:
         whisper, cnn = replace(whisper, epochs=args.epochs), replace(cnn, epochs=args.epochs)
     if args.layers:
@@ -31,7 +32,12 @@ def fit_config(args: argparse.Namespace):
         whisper = replace(whisper, quantize=args.quantize)
     if args.heads is not None:
         whisper = replace(whisper, heads=args.heads)
-    return replace(cfg, whisper=whisper, cnn=cnn)
+    if getattr(args, "voice_epochs", None) is not None:
+        whisper = replace(whisper, voice_epochs=args.voice_epochs)
+    # built once, from the final choices: FitConfig checks them together (a refit needs a precision)
+    data = DataConfig(limit=args.limit, split=SplitConfig(refit=getattr(args, "refit", False)))
+    return FitConfig(kind=args.kind, name=args.name or ("serstream-whisper" if args.kind == "whisper" else "serstream-fast"),
+                     data=data, whisper=whisper, cnn=cnn, seen_speakers=not getattr(args, "no_seen", False))
 
 
 def _reference(text: str) -> int | str:
@@ -61,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--quantize", choices=["auto", "int8", "fp32"], default=None,
                    help="whisper: int8 matrix products (auto: if validation holds)")
     f.add_argument("--no-seen", action="store_true", help="skip scoring the training clips (seen speakers)")
+    f.add_argument("--refit", action="store_true",
+                   help="whisper: the final fit, once every choice is made: the validation speakers train too "
+                        "(same test speakers); each head trains for its --epochs / --voice-epochs and keeps the "
+                        "last; needs --quantize int8 or fp32")
+    f.add_argument("--voice-epochs", type=int, default=None,
+                   help="whisper: epochs of the voice head, where they differ from --epochs")
     f.add_argument("--name", default=None, help="file name stem (default serstream-whisper / serstream-fast)")
     e = sub.add_parser("evaluate", help="score a model on a data folder; metrics JSON + confusion PNG")
     e.add_argument("--model", type=Path, required=True)

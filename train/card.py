@@ -50,13 +50,30 @@ def _results(card: dict) -> str:
     return "\n".join(rows)
 
 
+def _refit(card: dict) -> bool:
+    return bool(card.get("details", {}).get("refit"))
+
+
+def _chosen_epoch(card: dict, epoch: int) -> str:
+    """How an epoch was chosen: on validation speakers, or (a refit, which has none) fixed
+    beforehand by cross-validation and trained to the end."""
+    if _refit(card):
+        return f"the last of {epoch} epochs, a count fixed beforehand by speaker-grouped cross-validation"
+    return f"best epoch {epoch}, chosen on validation speakers"
+
+
 def _split(card: dict) -> str:
     parts = card["data"]["parts"]
-    groups = "\n".join(
-        f"- **{p}** ({parts[p]['clips']} clips): "
-        + "; ".join(f"{k}: {', '.join(g.split(':', 1)[1] for g in v) if k != 'tess' else f'{len(v)} words'}"
-                    for k, v in parts[p]["groups"].items())
-        for p in ("val", "test"))
+
+    def listed(p: str) -> str:
+        if p == "val" and not parts[p]["clips"] and _refit(card):
+            return ("- **val**: none. This is a refit: the validation speakers were drawn as always, "
+                    "then trained too, once every choice had been made on them and by cross-validation.")
+        return (f"- **{p}** ({parts[p]['clips']} clips): "
+                + "; ".join(f"{k}: {', '.join(g.split(':', 1)[1] for g in v) if k != 'tess' else f'{len(v)} words'}"
+                            for k, v in parts[p]["groups"].items()))
+
+    groups = "\n".join(listed(p) for p in ("val", "test"))
     corpora = sorted({k for p in parts.values() for k in p.get("clips_per_corpus", {})})
     counts = "\n".join(f"| {p} | " + " | ".join(str(parts[p].get("clips_per_corpus", {}).get(k, 0)) for k in corpora)
                        + " |" for p in ("train", "val", "test"))
@@ -103,19 +120,38 @@ def _whisper(card: dict) -> str:
                f"(TESS: words; `python -m train cv`): "
                + ", ".join(f"{c} {a:.1%}" + _learnt(cv, c) for c, a in cv["final"].items())
                + f" (mean {cv['final_mean']:.1%}).")
-    probe = "\n".join(
-        f"| {k} | {'after the convolutions' if k == '0' else f'after block {k}'} | {v['val']:.1%} | "
-        + ", ".join(f"{c} {a:.1%}" for c, a in v["val_corpora"].items()) + " |"
-        for k, v in d["layer_probe"].items())
+    if d.get("layer_probe"):
+        probe = """The same head on one hidden state at a time (clean clips, 15 epochs; validation speakers):
+
+| state | where | val mean | per corpus |
+|---|---|---|---|
+""" + "\n".join(
+            f"| {k} | {'after the convolutions' if k == '0' else f'after block {k}'} | {v['val']:.1%} | "
+            + ", ".join(f"{c} {a:.1%}" for c, a in v["val_corpora"].items()) + " |"
+            for k, v in d["layer_probe"].items())
+    else:
+        probe = ("Not probed in this fit: a refit has no validation speakers. The layers were chosen before\n"
+                 "it, by speaker-grouped cross-validation (see `WhisperConfig.layers` in `train/fit_whisper.py`).")
     prec = d["precision_comparison"]
-    ptab = "\n".join(
-        f"| {k}{' (shipped)' if k == d['precision'] else ''} | {v['file_mb']:.1f} MB | "
-        + ", ".join(f"{c} {r['accuracy']:.1%}" for c, r in v["val"].items())
-        + f" | {v['val_cost']['inference_ms_median']:.1f} ms |" for k, v in prec.items())
     other = d["other_precision_test"]
+    validated = all(v.get("val") for v in prec.values())
+    # a refit has no validation speakers: both graphs are shown on the test speakers, where
+    # they were measured after the choice, never to make it
+    where = "validation speakers" if validated else "test speakers"
+    compared = ({k: (v["val"], v["val_cost"]) for k, v in prec.items()} if validated else
+                {d["precision"]: (card["test"]["corpora"], card["test"].get("cost")),
+                 other["precision"]: (other["test"], other.get("cost"))})
+    ptab = "\n".join(
+        f"| {k}{' (shipped)' if k == d['precision'] else ''} | {prec[k]['file_mb']:.1f} MB | "
+        + ", ".join(f"{c} {r['accuracy']:.1%}" for c, r in acc.items())
+        + (f" | {cost['inference_ms_median']:.1f} ms |" if cost else " | — |") for k, (acc, cost) in compared.items())
     other_line = ", ".join(f"{c} {r['accuracy']:.1%}" for c, r in other["test"].items())
-    val_mean = {k: sum(r["accuracy"] for r in v["val"].values()) / len(v["val"]) for k, v in prec.items()}
-    if cfg.get("quantize", "auto") == "auto":
+    record = f" For the record, the {other['precision']}\ngraph on the test speakers: {other_line}." if validated else ""
+    val_mean = ({k: sum(r["accuracy"] for r in v["val"].values()) / len(v["val"]) for k, v in prec.items()}
+                if validated else {})
+    if not validated:
+        chosen = f"Set by `--quantize {cfg['quantize']}`: a refit has no validation speakers to choose on."
+    elif cfg.get("quantize", "auto") == "auto":
         chosen = (f"Chosen on validation ({'int8 kept: within' if d['precision'] == 'int8' else 'float32 kept: int8 lost more than'}\n"
                   f"{cfg['int8_tolerance']:.0%} of float32's mean validation accuracy).")
     else:  # a person chose, and the card says so rather than pretend validation did
@@ -143,29 +179,24 @@ once (**{d['encoder_cache_wall_s'] / 60:.1f} min** for what was not cached yet),
 The head then trains on them: {cfg['epochs']} epochs, one version drawn per clip per epoch, AdamW
 (lr {cfg['lr']}, weight decay {cfg['weight_decay']}) with one-cycle schedule, label smoothing
 {cfg['label_smoothing']}, class-balanced loss, corpora sampled in proportion to sqrt(size), exponential
-moving average of the weights (decay {cfg['ema_decay']}); best epoch {card['best_epoch']} of the averaged heads chosen on
-validation speakers (**{d['head_fit_wall_s'] / 60:.1f} min**).{cv_line}
+moving average of the weights (decay {cfg['ema_decay']}); for the averaged heads, {_chosen_epoch(card, card['best_epoch'])}
+(**{d['head_fit_wall_s'] / 60:.1f} min**).{cv_line}
 
 ## Which layers carry the emotion
-The same head on one hidden state at a time (clean clips, 15 epochs; validation speakers):
-
-| state | where | val mean | per corpus |
-|---|---|---|---|
 {probe}
 
 ## Precision
 Dynamic int8 quantisation of the matrix products (weights per channel, activations per call)
-against float32 compute, on validation speakers (median inference per clip on the build machine,
+against float32 compute, on {where} (median inference per clip on the build machine,
 one thread). Both graphs store the encoder's float weights in float16, exactly as they are
 published (not one output bit differs from storing them in float32: half the file; in the int8
 graph, what quantisation leaves in float: the convolutions and the positional embedding).
 
-| graph | file | validation | inference |
+| graph | file | {where.split()[0]} | inference |
 |---|---|---|---|
 {ptab}
 
-{chosen} For the record, the {other['precision']}
-graph on the test speakers: {other_line}."""
+{chosen}{record}"""
 
 
 def _cnn(card: dict) -> str:
@@ -223,7 +254,7 @@ def _enrolled(card: dict) -> str:
 ## With an enrolled voice (`serstream enrol`)
 The graph has a second head, on the statistics less the speaker's voice (the mean statistics of
 their neutral speech). Scored here with each test speaker enrolled on their neutral clips, a clip
-never in its own enrolment (best epoch {head.get('best_epoch', '?')}, chosen on validation speakers):
+never in its own enrolment ({_chosen_epoch(card, head.get('best_epoch', 0))}):
 
 | corpus | global head | enrolled | macro-F1 | target |
 |---|---|---|---|---|

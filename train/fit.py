@@ -66,6 +66,13 @@ class FitConfig:
             raise ValueError(f"model kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.features.sr != self.data.sr:  # refused before any work, not after training
             raise ValueError(f"features at {self.features.sr} Hz but data prepared at {self.data.sr} Hz")
+        if self.data.split.refit:
+            # a refit has no validation speakers: nothing may be left for it to choose
+            if self.kind != "whisper":
+                raise ValueError("--refit is for the whisper kind (the MFCC CNN chooses its epoch on validation)")
+            if self.whisper.quantize == "auto":
+                raise ValueError("--refit leaves no validation speakers to choose the precision on: "
+                                 "give --quantize int8 or fp32")
 
     @property
     def features(self) -> FeatureConfig:
@@ -118,27 +125,32 @@ def _fit_whisper(prep: Prepared, out_dir: Path, cache_dir: Path, config: FitConf
     int8 = write_metadata(store_float16(quantize_int8(exported, work / f"{config.name}.int8-f32.onnx"),
                                         work / f"{config.name}.int8.onnx"), meta)
     variants = {"fp32": fp32, "int8": int8}
-    scored = {k: evaluate_model(p, prep.data, cache_dir, prep.split_path, "val")[0] for k, p in variants.items()}
+    # a refit (FitConfig refuses it "auto") has no validation speakers to score
+    scored = ({k: evaluate_model(p, prep.data, cache_dir, prep.split_path, "val")[0] for k, p in variants.items()}
+              if prep.val.clips else {})
     if wc.quantize == "auto":
         keep = "int8" if val_score(scored["int8"]) >= val_score(scored["fp32"]) - wc.int8_tolerance else "fp32"
     else:
         keep = wc.quantize
-    log.info("validation fp32 %.4f, int8 %.4f: shipping %s", val_score(scored["fp32"]),
-             val_score(scored["int8"]), keep)
+    if scored:
+        log.info("validation fp32 %.4f, int8 %.4f: shipping %s", val_score(scored["fp32"]),
+                 val_score(scored["int8"]), keep)
     onnx_path = out_dir / f"{config.name}.onnx"
     shutil.copyfile(variants[keep], onnx_path)
     other = "fp32" if keep == "int8" else "int8"
     other_test = evaluate_model(variants[other], prep.data, cache_dir, prep.split_path, "test")[0]
-    probe = layer_probe(prep, enc, wc)
+    probe = layer_probe(prep, enc, wc) if prep.val.clips else None
     return {
         "path": onnx_path, "meta": meta, "best_epoch": result.best_epoch, "history": result.history,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "onnx_vs_torch_max_abs_diff": diff, "validation": scored[keep],
+        "onnx_vs_torch_max_abs_diff": diff, "validation": scored.get(keep, {"corpora": {}}),
         "details": {
             "precision": keep,
+            "refit": config.data.split.refit,
             "precision_comparison": {
-                k: {"file_mb": round(p.stat().st_size / 1e6, 2), "val": _accuracies(scored[k]),
-                    "val_cost": scored[k].get("cost")} for k, p in variants.items()},
+                k: {"file_mb": round(p.stat().st_size / 1e6, 2),
+                    "val": _accuracies(scored[k]) if scored else None,
+                    "val_cost": scored[k].get("cost") if scored else None} for k, p in variants.items()},
             "other_precision_test": {"precision": other, "test": _accuracies(other_test), "cost": other_test.get("cost")},
             "heads": len(result.head.heads),
             "voice_head": None if result.voice_head is None else {

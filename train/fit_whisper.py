@@ -13,7 +13,7 @@ import logging
 import time
 import warnings
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +75,10 @@ class WhisperConfig:
     # has enrolled (speaker-grouped CV, one head: CREMA-D 72.3 -> 76.1%, RAVDESS 72.3 ->
     # 75.4%, SAVEE as an unseen corpus 31.7 -> 54.2%)
     voice: bool = True
+    # the voice head's epochs, where they differ from the global head's (a refit, with no
+    # validation speakers to choose an epoch, trains each head for the count that
+    # cross-validation found best for it); None: ``epochs``
+    voice_epochs: int | None = None
     threads: int = 2
     seed: int = 7
 
@@ -88,6 +92,8 @@ class WhisperConfig:
         # it must be the clean clip, never an augmented one
         if unknown or not self.versions or self.versions[0] != "clean":
             raise ValueError(f"versions must start with 'clean' and be among {VERSIONS}, got {self.versions}")
+        if self.epochs < 1 or (self.voice_epochs is not None and self.voice_epochs < 1):
+            raise ValueError(f"epochs must be at least 1, got {self.epochs} / {self.voice_epochs}")
 
 
 @dataclass
@@ -209,8 +215,9 @@ def train_head(prep: Prepared, enc: EncoderCache, config: WhisperConfig, cache_w
         log.info("the voice head: statistics less each speaker's neutral voice")
         v_train = subtract_group_means(x_train, prep.train.clips, "speaker", "neutral")
         v_val = None if x_val is None else subtract_group_means(x_val, prep.val.clips, "speaker", "neutral")[:, 0]
+        voice_config = replace(config, epochs=config.voice_epochs or config.epochs)
         result.voice_head, result.voice_epoch, result.voice_history = train_heads(
-            prep.train.clips, v_train, prep.val.clips, v_val, config, "voice_val")
+            prep.train.clips, v_train, prep.val.clips, v_val, voice_config, "voice_val")
         result.default_voice = default_voice(x_train[:, 0], prep.train.clips)
         result.train_wall_s = time.monotonic() - t0
     return result

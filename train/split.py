@@ -33,6 +33,10 @@ class SplitConfig:
     tess_val: float = 0.10
     savee_test: int = 1  # speakers
     savee_val: int = 0
+    # the final refit, once every choice is made: the validation speakers are drawn as
+    # always and then train too, so the test speakers stay exactly the ones the choices
+    # never saw, and the model learns from every voice that is not theirs
+    refit: bool = False
 
 
 def _take(groups: list[str], n_test: int, n_val: int, rng: random.Random) -> dict[str, str]:
@@ -75,7 +79,8 @@ def split(clips: list[Clip], config: SplitConfig = SplitConfig()) -> dict[str, l
     parts = assign(clips, config)
     out: dict[str, list[Clip]] = {p: [] for p in PARTS}
     for c in clips:
-        out[parts[c.group]].append(c)
+        part = parts[c.group]
+        out["train" if config.refit and part == "val" else part].append(c)
     return out
 
 
