@@ -98,7 +98,6 @@ def test_model_card_numbers_are_reproducible(tmp_path, data_dir, name):
         assert result["corpora"][corpus]["groups"] == r["groups"], corpus
 
 
-
 def test_the_default_model_takes_an_enrolled_voice(tmp_path):
     """The shipped model end to end through the commands a user runs: enrol on calm
     speech, then judge another clip against that voice; the light model refuses it."""

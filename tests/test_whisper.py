@@ -258,3 +258,18 @@ def test_refit_without_a_precision_is_one_line(tmp_path, data_dir, capsys):
                               quantize="int8", refit=True, voice_epochs=20, no_seen=False)
     cfg = fit_config(args)
     assert cfg.data.split.refit and cfg.whisper.quantize == "int8" and cfg.whisper.voice_epochs == 20
+
+
+def test_data_without_validation_speakers_needs_a_precision(tmp_path, data_dir, capsys):
+    """SAVEE alone has no validation speaker (its one held-out voice is for test), so the fit
+    has nothing to choose int8 or float32 on: it says so in one line before any training,
+    rather than failing with a traceback after it."""
+    from train.__main__ import main
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "savee").symlink_to(data_dir / "savee")
+    assert main(["fit", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "o"),
+                 "--cache", str(tmp_path / "c"), "--limit", "40"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("train: error:") and "no validation speakers" in err and len(err.splitlines()) == 1
+    assert not list((tmp_path / "c").glob("encoder-stats-*")), "refused before the encoder ran"

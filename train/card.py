@@ -54,21 +54,29 @@ def _refit(card: dict) -> bool:
     return bool(card.get("details", {}).get("refit"))
 
 
+def _validated(card: dict) -> bool:
+    """Whether the fit had validation speakers to choose on (a refit, or data without
+    any, has none: then every choice was fixed before it)."""
+    return bool(card["data"]["parts"]["val"]["clips"])
+
+
 def _chosen_epoch(card: dict, epoch: int) -> str:
-    """How an epoch was chosen: on validation speakers, or (a refit, which has none) fixed
-    beforehand by cross-validation and trained to the end."""
-    if _refit(card):
-        return f"the last of {epoch} epochs, a count fixed beforehand by speaker-grouped cross-validation"
-    return f"best epoch {epoch}, chosen on validation speakers"
+    """How an epoch was chosen: on validation speakers, or (with none) fixed beforehand and
+    trained to the end."""
+    if _validated(card):
+        return f"best epoch {epoch}, chosen on validation speakers"
+    how = "by speaker-grouped cross-validation" if _refit(card) else "(no validation speakers to choose on)"
+    return f"the last of {epoch} epochs, a count fixed beforehand {how}"
 
 
 def _split(card: dict) -> str:
     parts = card["data"]["parts"]
 
     def listed(p: str) -> str:
-        if p == "val" and not parts[p]["clips"] and _refit(card):
+        if p == "val" and not parts[p]["clips"]:
             return ("- **val**: none. This is a refit: the validation speakers were drawn as always, "
-                    "then trained too, once every choice had been made on them and by cross-validation.")
+                    "then trained too, once every choice had been made on them and by cross-validation."
+                    if _refit(card) else "- **val**: none: this data has no validation speakers.")
         return (f"- **{p}** ({parts[p]['clips']} clips): "
                 + "; ".join(f"{k}: {', '.join(g.split(':', 1)[1] for g in v) if k != 'tess' else f'{len(v)} words'}"
                             for k, v in parts[p]["groups"].items()))
@@ -130,12 +138,12 @@ def _whisper(card: dict) -> str:
             + ", ".join(f"{c} {a:.1%}" for c, a in v["val_corpora"].items()) + " |"
             for k, v in d["layer_probe"].items())
     else:
-        probe = ("Not probed in this fit: a refit has no validation speakers. The layers were chosen before\n"
-                 "it, by speaker-grouped cross-validation (see `WhisperConfig.layers` in `train/fit_whisper.py`).")
+        probe = ("Not probed in this fit: it has no validation speakers. The layers were chosen by\n"
+                 "speaker-grouped cross-validation (see `WhisperConfig.layers` in `train/fit_whisper.py`).")
     prec = d["precision_comparison"]
     other = d["other_precision_test"]
-    validated = all(v.get("val") for v in prec.values())
-    # a refit has no validation speakers: both graphs are shown on the test speakers, where
+    validated = _validated(card)
+    # without validation speakers: both graphs are shown on the test speakers, where
     # they were measured after the choice, never to make it
     where = "validation speakers" if validated else "test speakers"
     compared = ({k: (v["val"], v["val_cost"]) for k, v in prec.items()} if validated else
@@ -150,7 +158,7 @@ def _whisper(card: dict) -> str:
     val_mean = ({k: sum(r["accuracy"] for r in v["val"].values()) / len(v["val"]) for k, v in prec.items()}
                 if validated else {})
     if not validated:
-        chosen = f"Set by `--quantize {cfg['quantize']}`: a refit has no validation speakers to choose on."
+        chosen = f"Set by `--quantize {cfg['quantize']}`: this fit has no validation speakers to choose on."
     elif cfg.get("quantize", "auto") == "auto":
         chosen = (f"Chosen on validation ({'int8 kept: within' if d['precision'] == 'int8' else 'float32 kept: int8 lost more than'}\n"
                   f"{cfg['int8_tolerance']:.0%} of float32's mean validation accuracy).")

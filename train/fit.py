@@ -105,6 +105,9 @@ def _fit_whisper(prep: Prepared, out_dir: Path, cache_dir: Path, config: FitConf
     from train.whisper import WEIGHTS, licence_text
 
     wc = config.whisper
+    if not prep.val.clips and wc.quantize == "auto":  # found before any encoding or training
+        raise ValueError("this data has no validation speakers to choose the precision on: "
+                         "give --quantize int8 or fp32")
     enc, cache_s = encode_training_data(prep, cache_dir, wc)
     result = train_head(prep, enc, wc, cache_s)
     model = build_model(result.head, result.voice_head)
@@ -125,7 +128,8 @@ def _fit_whisper(prep: Prepared, out_dir: Path, cache_dir: Path, config: FitConf
     int8 = write_metadata(store_float16(quantize_int8(exported, work / f"{config.name}.int8-f32.onnx"),
                                         work / f"{config.name}.int8.onnx"), meta)
     variants = {"fp32": fp32, "int8": int8}
-    # a refit (FitConfig refuses it "auto") has no validation speakers to score
+    # a refit, or data without validation speakers, has nothing to score here (and a
+    # precision given: see above)
     scored = ({k: evaluate_model(p, prep.data, cache_dir, prep.split_path, "val")[0] for k, p in variants.items()}
               if prep.val.clips else {})
     if wc.quantize == "auto":
