@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from serstream.events import TOPICS
-from serstream.handshake import FAILED, failure_reason
+from serstream.handshake import FAILED, failure_reason, hung_up
 from serstream.ratelog import RateLimitedLog
 
 __all__ = ["PeerGuard", "MAX_REFUSED", "MAX_MESSAGE_BYTES", "MONITORED_EVENTS"]
@@ -80,10 +80,10 @@ class PeerGuard:
         # its daemons for a topic while someone downstream wants it, and only then
         self._holders: dict[bytes, int] = {}
         self._on_topic = on_topic
-        # handshake failures waiting for their DISCONNECTED events, oldest first (None: a key
+        # handshake failures (reason, verb) waiting for their DISCONNECTED events, oldest first (None: a key
         # refused by the ZAP handler, which says so itself); a queue, not one slot, because
         # retrying peers interleave their failures and ends
-        self._failures: collections.deque[str | None] = collections.deque(maxlen=64)
+        self._failures: collections.deque[tuple[str, str] | None] = collections.deque(maxlen=64)
         self._log = RateLimitedLog(log)
 
     @property
@@ -149,8 +149,9 @@ class PeerGuard:
         elif event in FAILED:
             self.handshakes_failed += 1
             # a key refused by our ZAP handler is explained there, with its fingerprint
+            reason = failure_reason(event, value, encrypted=self.encrypted, side="daemon")
             self._failures.append(None if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH else
-                                  failure_reason(event, value, encrypted=self.encrypted, side="daemon"))
+                                  (reason, "lost" if hung_up(event, value) else "refused"))
         elif event == zmq.EVENT_DISCONNECTED:
             # kept, marked gone, until its fd is accepted again: messages it sent may
             # still be queued, and must not be charged to whoever gets the fd next
@@ -162,10 +163,11 @@ class PeerGuard:
                 conn.topics.clear()
             failure = self._failures.popleft() if self._failures else None
             if failure is not None:  # libzmq reports a failure, then the end of its connection
+                reason, how = failure
                 address = conn.address if conn else ""
                 # (a connection refused at once can be gone before its address was read)
-                self._log(("handshake", _host(address), failure), "refused a connection from %s: %s",
-                          address or "a peer gone before its address could be read", failure)
+                self._log(("handshake", _host(address), reason), "%s a connection from %s: %s", how,
+                          address or "a peer gone before its address could be read", reason)
 
 
 def _source_fd(frame: zmq.Frame) -> int | None:
