@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from procs import EXAMPLES, serstream
+from procs import EXAMPLES, ROOT, serstream
 from serstream.decode import load_audio
 from serstream.errors import ModelError
 from serstream.features import FeatureExtractor
@@ -18,10 +18,12 @@ from serstream.model import EmotionModel
 from train.corpora import LABELS
 from train.ct2_format import read_model_bin
 from train.fit_whisper import (
+    INT8_WEIGHT_RANGE,
     WHISPER_FEATURES,
     WHISPER_NORM,
     export_graph,
     max_difference,
+    narrow_int8_weights,
     quantize_int8,
     store_float16,
 )
@@ -147,6 +149,45 @@ def test_a_graph_with_a_voice_head_matches_pytorch_on_every_output(tmp_path, wei
     for feed in ({"features": x}, {"features": x, "voice": stats}):
         assert all(np.array_equal(a, b) for a, b in zip(s8.run(None, feed), s8h.run(None, feed), strict=True))
     assert small.stat().st_size < 0.8 * int8.stat().st_size
+
+
+def _int8_weights(path) -> list[np.ndarray]:
+    import onnx
+    from onnx import numpy_helper
+
+    return [numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer
+            if i.name.endswith("_quantized") and i.data_type == onnx.TensorProto.INT8]
+
+
+def test_int8_graphs_answer_the_same_on_cpus_without_vnni(tmp_path, weights):
+    """On AVX2-only CPUs ONNX Runtime adds pairs of uint8 x int8 products in int16 and
+    saturates; weights within [-64, 64] never reach that, so a file answers alike on every
+    CPU. A fit quantises so, the shipped model is so, and a graph quantised before that is
+    narrowed without moving its statistics by more than quantisation noise."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    torch.manual_seed(2)
+    heads = [HeadEnsemble([EmotionHead((1, 2), 512, len(LABELS), hidden=32)]) for _ in range(2)]
+    model = WhisperEmotion(WhisperEncoder.from_ct2(weights, 2), *heads).eval()
+    path = export_graph(model, tmp_path / "f.onnx", torch.randn(2, 1024) * 0.1)
+    fitted = quantize_int8(path, tmp_path / "q7.onnx")
+    old = tmp_path / "q8.onnx"
+    quantize_dynamic(str(path), str(old), weight_type=QuantType.QInt8, per_channel=True,
+                     op_types_to_quantize=["MatMul"])
+    narrowed = narrow_int8_weights(old, tmp_path / "q8-narrowed.onnx")
+    assert max(np.abs(w).max() for w in _int8_weights(old)) == 127  # what saturates
+    for p in (fitted, narrowed, ROOT / "models" / "serstream-whisper.onnx"):
+        ws = _int8_weights(p)
+        assert ws and max(int(np.abs(w.astype(np.int16)).max()) for w in ws) <= INT8_WEIGHT_RANGE, p
+    x = _log_mel(load_audio(EXAMPLES / "happy_ravdess_03-01-03-02-02-01-03.wav").samples[:48000])[None]
+    stats = {p.name: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"features": x})[2]
+             for p in (path, fitted, narrowed)}
+    ref = stats["f.onnx"]
+    for name in ("q7.onnx", "q8-narrowed.onnx"):
+        assert np.abs(stats[name] - ref).mean() < 0.05 * np.abs(ref).mean(), name
+    with pytest.raises(ValueError, match="no int8 weights"):
+        narrow_int8_weights(path, tmp_path / "x.onnx")
 
 
 def test_cost_follows_the_input_length(served_graph):

@@ -270,6 +270,16 @@ never in its own enrolment ({_chosen_epoch(card, head.get('best_epoch', 0))}):
 """
 
 
+def _requantised(card: dict[str, Any]) -> str:
+    """A shipped file whose int8 weights were rescaled after the fit: what changed, and that
+    every accuracy above is the rescaled file's."""
+    r = card.get("requantised")
+    if not r:
+        return ""
+    return (f"\n\nRe-quantised on {r['date']} (was `{r['was']}`): {r['why']} Test and enrolled accuracy above "
+            f"are this file's, scored on {r['scored_on']}; seen speakers, timings and the other precision are the fit's.")
+
+
 def markdown(card: dict[str, Any]) -> str:
     t = card["test"]
     seen = card.get("seen_speakers") or {}
@@ -316,7 +326,7 @@ settings stored in the model).
 ONNX vs PyTorch, whole graph, max abs difference: {card['onnx_vs_torch_max_abs_diff']:.1e}.
 Wall time of the whole fit: **{card['wall_time_s'] / 60:.1f} min** on {card['machine']}.
 
-Command: `{card['command']}`
+Command: `{card['command']}`{_requantised(card)}
 
 ## Limits
 - Acted, read speech in studio conditions by a few dozen actors; expect lower accuracy on
