@@ -103,6 +103,9 @@ def test_model_card_numbers_are_reproducible(tmp_path, data_dir, name):
         assert moved <= 1, (corpus, got["confusion"], r["confusion"])
         assert abs(got["accuracy"] - r["accuracy"]) * got["clips"] <= 1 + 1e-9, corpus
         assert got["groups"].keys() == r["groups"].keys(), corpus
+        for group, g in r["groups"].items():  # and per speaker (TESS: word), the same at most one clip
+            assert got["groups"][group]["clips"] == g["clips"], group
+            assert abs(got["groups"][group]["accuracy"] - g["accuracy"]) * g["clips"] <= 1.01, group
 
 
 def test_the_default_model_takes_an_enrolled_voice(tmp_path):
